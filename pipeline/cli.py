@@ -1,0 +1,164 @@
+"""``python -m pipeline <command>``: run one stage, or all of them in order with ``run``.
+
+Global options (before or after the command): ``--config FILE``, ``--run-dir DIR``,
+repeatable ``--set dotted.key=value``, ``--debug``. Stage-specific options follow the
+command. Every ``PipelineError`` ends as one line ``error: <message>`` with the error's
+exit code (2 for usage, config and missing-file errors); ``--debug`` shows the traceback.
+This module imports neither TensorFlow nor Beam, so ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.stages import STAGES, stages_for_run
+
+DEFAULT_CONFIG = os.path.join("configs", "default.yaml")
+
+DESCRIPTION = """\
+Multi-task ranking pipeline: synthetic or your own impression logs -> Beam + TF Transform
+preprocessing -> multi-task teacher with self-auxiliary towers -> distilled student ->
+SavedModel for TF Serving (validated, published) -> batch predictions / serving.
+
+Each stage reads what the previous one wrote in the run directory, so any stage can be
+re-run alone. `run` executes: generate (synthetic data only), preprocess, train, evaluate,
+distill (if enabled), export, predict."""
+
+EPILOG = """\
+examples:
+  python -m pipeline run                                 # everything, default synthetic data
+  python -m pipeline run --config configs/census_income.yaml --run-dir runs/census
+  python -m pipeline train --set training.epochs=3 --set model.backbone=mmoe
+  python -m pipeline serve --run-dir runs/default        # REST :8501, gRPC :8500
+"""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage errors are ConfigErrors: one line, exit code 2."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before and after the command. After the command they default to
+    SUPPRESS so they do not overwrite a value given before it."""
+    d = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="FILE", default=d if suppress else DEFAULT_CONFIG,
+                        help=f"YAML config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--run-dir", metavar="DIR", default=d,
+                        help="run directory every stage reads from and writes to (default: runs/<config name>)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", dest="overrides",
+                        default=d if suppress else [],
+                        help="override a config value, e.g. --set training.epochs=3 (repeatable; value read as YAML)")
+    parser.add_argument("--debug", action="store_true", default=d if suppress else False,
+                        help="show tracebacks and debug logs")
+
+
+def _beam_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Beam (overrides preprocess.beam in the config)")
+    g.add_argument("--runner", help="Beam runner, e.g. DirectRunner, DataflowRunner, FlinkRunner, SparkRunner")
+    g.add_argument("--num-workers", type=int, metavar="N",
+                   help="DirectRunner worker processes (0: one per core)")
+    g.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                   help="extra pipeline option passed to Beam as is, e.g. --beam-arg=--project=my-proj (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="python -m pipeline", description=DESCRIPTION, epilog=EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    sub.required = True
+
+    def add(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, suppress=True)
+        return p
+
+    add("run", "run every stage in order: " + ", ".join(s for s in STAGES if STAGES[s].in_run))
+    for stage in STAGES.values():
+        p = add(stage.name, stage.help)
+        if stage.name in ("preprocess", "distill", "predict"):
+            _beam_options(p)
+        if stage.name == "predict":
+            p.add_argument("--input", metavar="GLOB", help="raw input files to score (default: the run's test data)")
+            p.add_argument("--output", metavar="DIR", help="output directory (default: <run-dir>/predictions)")
+            p.add_argument("--format", choices=["csv", "jsonl", "parquet", "tfrecord"],
+                           help="input format (default: data.format of the config)")
+        if stage.name == "serve":
+            p.add_argument("--model-base", metavar="DIR",
+                           help="directory holding <model_name>/<version>/ SavedModels (default: export.base_dir)")
+            p.add_argument("--rest-port", type=int, help="REST port (default: serving.rest_port; 0 disables REST)")
+            p.add_argument("--grpc-port", type=int, help="gRPC port (default: serving.grpc_port; 0 disables gRPC)")
+        if stage.name == "export":
+            p.add_argument("--model", choices=["teacher", "student"],
+                           help="which trained model to export (default: export.serve_model, or the teacher when no student exists)")
+    return parser
+
+
+def _apply_cli_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides or [])
+    if getattr(args, "runner", None):
+        overrides.append(f"preprocess.beam.runner={args.runner}")
+    if getattr(args, "num_workers", None) is not None:
+        if args.num_workers < 0:
+            raise ConfigError(f"--num-workers: expected a value >= 0, got {args.num_workers}")
+        overrides.append(f"preprocess.beam.direct_num_workers={args.num_workers}")
+    return overrides
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.debug)
+        return _dispatch(args)
+    except PipelineError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.config import config_to_dict, load_config
+    from pipeline.run_dir import RunDir, Summary
+    from pipeline.stages import run_stage
+
+    cfg = load_config(args.config, _apply_cli_overrides(args))
+    if getattr(args, "beam_arg", None):
+        cfg.preprocess.beam.extra_args = list(cfg.preprocess.beam.extra_args) + list(args.beam_arg)
+    run_dir = RunDir(args.run_dir or os.path.join("runs", cfg.name))
+    os.makedirs(run_dir.root, exist_ok=True)
+    with open(run_dir.config_file, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    Summary(run_dir).update(lambda data: data.__setitem__("config", config_to_dict(cfg)))
+
+    names = stages_for_run(cfg) if args.command == "run" else [args.command]
+    for i, name in enumerate(names, 1):
+        if len(names) > 1:
+            print(f"[{i}/{len(names)}] {name}: {STAGES[name].help}", flush=True)
+        run_stage(name, cfg, run_dir, args)
+    print(f"summary: {run_dir.summary_file}\nreport:  {run_dir.report_file}", flush=True)
+    return 0

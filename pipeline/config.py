@@ -1,0 +1,453 @@
+"""Typed pipeline configuration: YAML mapped onto dataclasses and validated on load.
+
+Every section is a dataclass; ``load_config`` reads a YAML file, applies ``--set`` style
+overrides (``dotted.key=value``, the value parsed as YAML) and validates the result:
+an unknown key, a value of the wrong type or a value out of range raises ``ConfigError``
+naming the dotted key. Nothing here imports TensorFlow or Beam.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+def _range(lo=None, hi=None, *, lo_open=False, choices=None):
+    """Field metadata: inclusive bounds (``lo_open`` makes the lower one exclusive)."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+
+
+def _f(default=None, *, factory=None, **check):
+    meta = _range(**check) if check else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class TaskConfig:
+    """One prediction task: its label column and how a raw value becomes 0/1."""
+
+    name: str = ""
+    label: str = ""
+    # When set, label = 1 iff the stripped raw value is one of these; otherwise the raw
+    # value must parse as 0 or 1.
+    positive_values: list[str] = _f(factory=list)
+    weight: float = _f(1.0, lo=0.0)
+
+
+@dataclass
+class FunnelConfig:
+    """A funnel constraint: ``child`` may be 1 only where ``parent`` is 1 (e.g. click -> conversion)."""
+
+    parent: str = ""
+    child: str = ""
+
+
+@dataclass
+class CsvConfig:
+    header: bool = True
+    column_names: list[str] = _f(factory=list)  # required when header is false
+    delimiter: str = ","
+    quotechar: str = '"'
+    strip_whitespace: bool = True
+    missing_values: list[str] = _f(factory=lambda: [""])
+
+
+@dataclass
+class DataConfig:
+    """Where the raw records come from and what their columns mean."""
+
+    source: str = _f("synthetic", choices=["synthetic", "files"])
+    path: str = ""  # a file or glob; for source=synthetic, filled in by the generate stage
+    format: str = _f("csv", choices=["csv", "jsonl", "parquet", "tfrecord"])
+    csv: CsvConfig = _f(factory=CsvConfig)
+    categorical: list[str] = _f(factory=list)
+    numeric: list[str] = _f(factory=list)
+    tasks: list[TaskConfig] = _f(factory=list)
+    funnel: Optional[FunnelConfig] = None
+    weight_column: Optional[str] = None
+    group_column: Optional[str] = None
+    # Columns carried to the evaluation data but never to the model (e.g. oracle probabilities).
+    passthrough: list[str] = _f(factory=list)
+    # task name -> passthrough column holding the true probability of that task's label.
+    oracle: dict[str, str] = _f(factory=dict)
+
+
+@dataclass
+class SyntheticConfig:
+    """The click/conversion log generator (the embedded default data)."""
+
+    rows: int = _f(200_000, lo=1)
+    seed: int = 7
+    format: str = _f("csv", choices=["csv", "parquet"])
+    chunk_rows: int = _f(100_000, lo=1)
+    num_users: int = _f(5_000, lo=1)
+    num_items: int = _f(2_000, lo=1)
+    num_categories: int = _f(30, lo=1)
+    latent_dim: int = _f(8, lo=1)
+    # 1.0: conversion given click is driven by the same user x item affinity as click;
+    # 0.0: by an independent one.
+    task_correlation: float = _f(0.5, lo=0.0, hi=1.0)
+    click_rate: float = _f(0.06, lo=0.0, hi=1.0, lo_open=True)
+    conversion_rate: float = _f(0.02, lo=0.0, hi=1.0, lo_open=True)  # per impression
+
+
+# ----------------------------------------------------------------------------- preprocess
+
+
+@dataclass
+class SplitConfig:
+    keys: list[str] = _f(factory=list)  # hash keys; empty: the whole record
+    train: float = _f(0.8, lo=0.0, hi=1.0, lo_open=True)
+    validation: float = _f(0.1, lo=0.0, hi=1.0)
+    test: float = _f(0.1, lo=0.0, hi=1.0)
+
+
+@dataclass
+class VocabConfig:
+    min_count: int = _f(1, lo=1)
+    top_k: Optional[int] = _f(None, lo=1)
+    oov_buckets: int = _f(1, lo=1)
+
+
+@dataclass
+class NumericTransformConfig:
+    log1p: list[str] = _f(factory=list)  # numeric columns z-scored after log1p
+    quantile_buckets: int = _f(0, lo=0)  # >0 adds a bucketized copy '<name>_bucket'
+
+
+@dataclass
+class BeamConfig:
+    """Options passed to Beam's ``PipelineOptions``: any runner (Dataflow, Flink, Spark)."""
+
+    runner: str = "DirectRunner"
+    direct_running_mode: str = _f("multi_processing", choices=["in_memory", "multi_threading", "multi_processing"])
+    direct_num_workers: int = _f(0, lo=0)  # 0: one per core
+    extra_args: list[str] = _f(factory=list)  # e.g. ['--project=p', '--region=r']
+
+
+@dataclass
+class PreprocessConfig:
+    split: SplitConfig = _f(factory=SplitConfig)
+    vocab: VocabConfig = _f(factory=VocabConfig)
+    numeric: NumericTransformConfig = _f(factory=NumericTransformConfig)
+    max_dead_letter_fraction: float = _f(0.01, lo=0.0, hi=1.0)
+    num_shards: int = _f(0, lo=0)  # 0: let the runner choose
+    beam: BeamConfig = _f(factory=BeamConfig)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class ExpertsConfig:
+    """MMoE / PLE experts."""
+
+    num_shared: int = _f(4, lo=1)  # MMoE: all experts; PLE: shared experts per level
+    num_specific: int = _f(1, lo=0)  # PLE only: experts per task per level
+    units: list[int] = _f(factory=lambda: [64])
+    levels: int = _f(1, lo=1)  # PLE only: number of CGC layers
+
+
+@dataclass
+class AuxTowerConfig:
+    """Self-auxiliary towers (Wang et al.): a small extra tower per task, training only."""
+
+    enabled: bool = True
+    kind: str = _f("linear", choices=["linear", "mlp"])
+    units: list[int] = _f(factory=lambda: [8])  # kind=mlp only
+    gamma: float = _f(0.5, lo=0.0)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
+    embedding_dim: int = _f(16, lo=1)
+    bottom_units: list[int] = _f(factory=lambda: [256, 128])
+    experts: ExpertsConfig = _f(factory=ExpertsConfig)
+    tower_units: list[int] = _f(factory=lambda: [64])
+    dropout: float = _f(0.0, lo=0.0, hi=1.0)
+    l2: float = _f(0.0, lo=0.0)
+    aux: AuxTowerConfig = _f(factory=AuxTowerConfig)
+    # ESMM: the funnel child is predicted as pCTCVR = pCTR x pCVR on all impressions.
+    esmm: bool = False
+    # Compute the funnel child's loss only on rows where the parent label is 1.
+    masked_child_loss: bool = False
+
+
+@dataclass
+class DistributeConfig:
+    strategy: str = _f("default", choices=["default", "mirrored", "multi_worker"])
+    tf_config: Optional[str] = None  # JSON cluster spec; default: the TF_CONFIG environment
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = _f(512, lo=1)
+    epochs: int = _f(5, lo=1)
+    steps_per_epoch: Optional[int] = _f(None, lo=1)  # None: one pass over the training split
+    learning_rate: float = _f(1e-3, lo=0.0, lo_open=True)
+    lr_decay_rate: float = _f(0.9, lo=0.0, hi=1.0, lo_open=True)  # per epoch, exponential
+    early_stopping_patience: int = _f(2, lo=0)
+    monitor: str = "val_auc_mean"
+    shuffle_buffer: int = _f(10_000, lo=1)
+    seed: int = 1
+    verbose: int = _f(2, choices=[0, 1, 2])
+    distribute: DistributeConfig = _f(factory=DistributeConfig)
+
+
+@dataclass
+class DistillConfig:
+    enabled: bool = True
+    student: ModelConfig = _f(
+        factory=lambda: ModelConfig(
+            embedding_dim=4, bottom_units=[32], tower_units=[8], aux=AuxTowerConfig(enabled=False)
+        )
+    )
+    mode: str = _f("kd", choices=["kd", "label_smoothing", "reweight", "none"])
+    alpha: float = _f(0.5, lo=0.0, hi=1.0)
+    temperature: float = _f(2.0, lo=0.0, lo_open=True)
+    feature_alignment_weight: float = _f(0.0, lo=0.0)  # lambda_t, one for all tasks
+    seeds: list[int] = _f(factory=lambda: [1])
+    score_batch_size: int = _f(1024, lo=1)
+    ablation: bool = False  # also train the other modes for the report
+
+
+@dataclass
+class ExportConfig:
+    base_dir: str = ""  # default: <run-dir>/serving_models
+    model_name: str = "ranker"
+    serve_model: str = _f("student", choices=["student", "teacher"])
+    min_auc: dict[str, float] = _f(factory=dict)  # task -> minimum test AUC
+    max_auc_drop: float = _f(0.01, lo=0.0)  # against the currently published version
+    warmup_examples: int = _f(16, lo=0, hi=1000)
+    skew_tolerance: float = _f(1e-5, lo=0.0)
+    classification_task: Optional[str] = None  # default: the first task
+
+
+@dataclass
+class ServingConfig:
+    host: str = "127.0.0.1"
+    rest_port: int = _f(8501, lo=0, hi=65535)
+    grpc_port: int = _f(8500, lo=0, hi=65535)
+    poll_seconds: float = _f(2.0, lo=0.0, lo_open=True)
+    max_batch_size: int = _f(1024, lo=1)
+
+
+@dataclass
+class ParetoConfig:
+    backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
+    # Weight of the first task; the second gets 1 - w.
+    first_task_weights: list[float] = _f(factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8])
+    seeds: list[int] = _f(factory=lambda: [1, 2, 3])
+    epochs: int = _f(2, lo=1)
+    reference_point: list[float] = _f(factory=lambda: [0.5, 0.5])
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "default"
+    data: DataConfig = _f(factory=DataConfig)
+    synthetic: SyntheticConfig = _f(factory=SyntheticConfig)
+    preprocess: PreprocessConfig = _f(factory=PreprocessConfig)
+    model: ModelConfig = _f(factory=ModelConfig)
+    training: TrainingConfig = _f(factory=TrainingConfig)
+    distill: DistillConfig = _f(factory=DistillConfig)
+    export: ExportConfig = _f(factory=ExportConfig)
+    serving: ServingConfig = _f(factory=ServingConfig)
+    pareto: ParetoConfig = _f(factory=ParetoConfig)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.data.tasks]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and builds nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_convert(k, k_tp, key): _convert(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got boolean {value!r}")
+    if tp in (int, float, str) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_range(value: Any, meta: dict, key: str) -> None:
+    if not meta or value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise ConfigError(f"{key}: expected one of {meta['choices']}, got {v!r}")
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and (v < lo or (meta.get("lo_open") and v == lo)):
+            op = ">" if meta.get("lo_open") else ">="
+            raise ConfigError(f"{key}: expected a value {op} {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{key}: expected a value <= {hi}, got {v!r}")
+
+
+def _build(cls, data: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{key}' (known keys here: {known})")
+        converted = _convert(value, hints[name], key)
+        _check_range(converted, fields[name].metadata, key)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _validate(cfg: PipelineConfig) -> None:
+    """Cross-field checks that a single field's type and range cannot express."""
+    d = cfg.data
+    if not d.tasks:
+        raise ConfigError("data.tasks: at least one task is required")
+    names = [t.name for t in d.tasks]
+    for i, t in enumerate(d.tasks):
+        if not t.name or not t.label:
+            raise ConfigError(f"data.tasks[{i}]: both 'name' and 'label' are required")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.tasks: task names must be unique, got {names}")
+    if not (d.categorical or d.numeric):
+        raise ConfigError("data: at least one of data.categorical or data.numeric must list a column")
+    columns = d.categorical + d.numeric
+    if len(set(columns)) != len(columns):
+        raise ConfigError("data: a column is listed twice across data.categorical and data.numeric")
+    labels = {t.label for t in d.tasks}
+    overlap = labels & set(columns)
+    if overlap:
+        raise ConfigError(f"data.tasks: label column(s) {sorted(overlap)} are also listed as features")
+    if d.funnel is not None:
+        for side in ("parent", "child"):
+            if getattr(d.funnel, side) not in names:
+                raise ConfigError(f"data.funnel.{side}: expected a task name from {names}, got {getattr(d.funnel, side)!r}")
+    for task, column in d.oracle.items():
+        if task not in names:
+            raise ConfigError(f"data.oracle: '{task}' is not a task (tasks: {names})")
+        if column not in d.passthrough:
+            raise ConfigError(f"data.oracle.{task}: column {column!r} must also be listed in data.passthrough")
+    if d.source == "files" and not d.path:
+        raise ConfigError("data.path: required when data.source is 'files'")
+    if d.format == "csv" and not d.csv.header and not d.csv.column_names:
+        raise ConfigError("data.csv.column_names: required when data.csv.header is false")
+    s = cfg.preprocess.split
+    if abs(s.train + s.validation + s.test - 1.0) > 1e-6:
+        raise ConfigError(
+            f"preprocess.split: train + validation + test must sum to 1, got {s.train + s.validation + s.test:g}"
+        )
+    for m, where in ((cfg.model, "model"), (cfg.distill.student, "distill.student")):
+        if (m.esmm or m.masked_child_loss) and d.funnel is None:
+            raise ConfigError(f"{where}.esmm/masked_child_loss: need data.funnel to name the parent and child tasks")
+    for task in cfg.export.min_auc:
+        if task not in names:
+            raise ConfigError(f"export.min_auc: '{task}' is not a task (tasks: {names})")
+    if cfg.export.classification_task is not None and cfg.export.classification_task not in names:
+        raise ConfigError(f"export.classification_task: expected one of {names}, got {cfg.export.classification_task!r}")
+    if len(cfg.pareto.reference_point) != 2:
+        raise ConfigError("pareto.reference_point: expected two values (one AUC per task)")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parses ``dotted.key=value``; the value is read as YAML (so 3, 0.5, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e.problem})") from None
+    return key.split("."), value
+
+
+def _apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def config_from_dict(data: dict, overrides: list[str] = ()) -> PipelineConfig:
+    data = dict(data or {})
+    for text in overrides:
+        path, value = parse_override(text)
+        _apply_override(data, path, value)
+    cfg = _build(PipelineConfig, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
+    """Reads, overrides and validates a YAML config; raises ``ConfigError`` naming what is wrong."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    # Relative paths in the config (data.path, export.base_dir) are relative to the
+    # working directory, like every path given on the command line.
+    return config_from_dict(data, overrides)
+
+
+def config_to_dict(cfg: PipelineConfig) -> dict:
+    return dataclasses.asdict(cfg)
