@@ -156,6 +156,11 @@ class RunDir:
     def dead_letter_dir(self) -> str:
         return self.path("preprocess", "dead_letters")
 
+    @property
+    def rejected_dir(self) -> str:
+        """Dead letters and stats of a preprocess run that failed validation (never read by later stages)."""
+        return self.path("preprocess_rejected")
+
     # --- train / distill
     def model_dir(self, role: str) -> str:
         """``role`` is 'teacher' or 'student'; holds saved_model/, backup/, logs/, metrics.json."""

@@ -1,0 +1,56 @@
+"""build_ranker: a MultiTaskRanker from the typed config, the feature info and the tasks."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import models  # noqa: F401  (Keras 2)
+import tensorflow as tf
+import tf_keras as keras
+
+from models.backbones import backbone_from_config
+from models.embedding import FeatureEmbedding
+from models.ranker import MultiTaskRanker
+from models.towers import MAIN_PREFIX, Tower, aux_tower
+
+
+def dummy_batch(feature_info, batch_size: int = 2) -> dict:
+    """A batch of zeros with every model input (used to create the variables)."""
+    batch = {n: tf.zeros([batch_size], tf.int64) for n in feature_info.categorical}
+    batch.update({n: tf.zeros([batch_size], tf.float32) for n in feature_info.numeric})
+    return batch
+
+
+def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int] = None,
+                 loss_hook: Optional[Callable] = None, cls=MultiTaskRanker, **kwargs) -> MultiTaskRanker:
+    """Builds (and creates the variables of) a ranker.
+
+    Call inside ``strategy.scope()`` to distribute it (see ``models.distribute``).
+
+    Args:
+      model_cfg: a ``pipeline.config.ModelConfig`` (teacher's ``cfg.model`` or the student's).
+      feature_info: ``pipeline.features.FeatureInfo`` (cardinalities size the embeddings).
+      tasks: list of ``TaskConfig`` (name, weight); their order is the task order.
+      funnel: ``FunnelConfig`` (parent, child) or None; needed for esmm / masked_child_loss.
+      seed: seeds Python, NumPy and TF before the variables are created (repeatable init).
+      loss_hook: see ``MultiTaskRanker``.
+      cls: the model class (a subclass adding loss terms may be passed).
+      **kwargs: passed to ``cls``.
+    """
+    if not tasks:
+        raise ValueError("build_ranker: `tasks` must list at least one task. Received: tasks=[]")
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    names = [t.name for t in tasks]
+    embedding = FeatureEmbedding(feature_info.categorical, feature_info.numeric, model_cfg.embedding_dim,
+                                 l2=model_cfg.l2, name="embedding")
+    backbone = backbone_from_config(model_cfg, len(names))
+    towers = {t: Tower(model_cfg.tower_units, model_cfg.dropout, model_cfg.l2, name=f"{MAIN_PREFIX}{t}") for t in names}
+    aux = model_cfg.aux
+    aux_towers = {t: aux_tower(t, aux) for t in names} if aux.enabled else {}
+    fun = (funnel.parent, funnel.child) if funnel is not None and (model_cfg.esmm or model_cfg.masked_child_loss) else None
+    model = cls(embedding, backbone, towers, {t.name: t.weight for t in tasks}, aux_towers=aux_towers,
+                aux_gamma=aux.gamma if aux.enabled else 0.0, funnel=fun, esmm=model_cfg.esmm,
+                masked_child_loss=model_cfg.masked_child_loss, loss_hook=loss_hook, **kwargs)
+    model.forward(dummy_batch(feature_info), training=False)  # creates the aux towers too
+    model(dummy_batch(feature_info), training=False)  # marks the model built (BackupAndRestore needs it)
+    return model

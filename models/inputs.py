@@ -1,0 +1,82 @@
+"""tf.data input pipeline over the transformed TFRecord shards (parallel reads, shuffle, batch, prefetch)."""
+from __future__ import annotations
+
+import glob
+import logging
+
+import models  # noqa: F401  (Keras 2)
+import tensorflow as tf
+
+from pipeline.errors import InputError
+from pipeline.features import GROUP_KEY, WEIGHT_KEY, FeatureInfo, label_key
+
+log = logging.getLogger("models.inputs")
+
+
+def transformed_feature_spec(feature_info: FeatureInfo) -> dict:
+    """``tf.io`` spec of the transformed examples (pipeline/features.py): every feature a scalar."""
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in feature_info.categorical}
+    spec.update({n: tf.io.FixedLenFeature([], tf.float32) for n in feature_info.numeric})
+    spec.update({label_key(t): tf.io.FixedLenFeature([], tf.float32) for t in feature_info.tasks})
+    spec[WEIGHT_KEY] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+    if feature_info.has_group:
+        spec[GROUP_KEY] = tf.io.FixedLenFeature([], tf.int64)
+    spec.update({n: tf.io.FixedLenFeature([], tf.float32) for n in feature_info.passthrough})
+    return spec
+
+
+def list_shards(file_pattern: str) -> list[str]:
+    """Sorted shard paths; raises InputError naming the pattern when nothing matches."""
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        raise InputError(f"no TFRecord shards match {file_pattern}; run `python -m pipeline preprocess` first")
+    return files
+
+
+def count_examples(file_pattern: str) -> int:
+    """Number of records in the gzip shards (reads them once, without parsing)."""
+    ds = tf.data.TFRecordDataset(list_shards(file_pattern), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *, shuffle: bool = False,
+                 shuffle_buffer: int = 10_000, seed: int | None = None, repeat: bool = False,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of parsed transformed examples: dict name -> tensor ``(batch,)``.
+
+    The dict holds the model inputs, ``label_<task>``, ``example_weight`` (1.0 when absent),
+    ``group_id`` (if any) and the passthrough columns; the ranker's ``compute_loss`` reads
+    labels and weights from it.
+
+    Args:
+      file_pattern: glob of gzip TFRecord shards (``RunDir.split_pattern(split)``).
+      feature_info: the feature names and dtypes.
+      batch_size: examples per batch (>= 1).
+      shuffle: shuffle shard order and examples (training); seeded by ``seed``.
+      shuffle_buffer: examples in the shuffle buffer.
+      repeat: repeat forever (then pass ``steps_per_epoch`` to fit).
+      drop_remainder: drop the last partial batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
+    files = list_shards(file_pattern)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                       cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=seed is not None or not shuffle)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    spec = transformed_feature_spec(feature_info)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def features_only(batch: dict, feature_info: FeatureInfo) -> dict:
+    """The model inputs of a parsed batch (what the serving model takes)."""
+    return {n: batch[n] for n in feature_info.model_inputs}

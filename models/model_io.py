@@ -1,0 +1,81 @@
+"""Saving and loading trained artifacts of a role ('teacher', 'student') in its model directory.
+
+    <model_dir>/serving_model/     tf_keras functional model, TF SavedModel format (main towers only)
+    <model_dir>/model_config.json  {"model": ModelConfig, "tasks": [...], "funnel": ..., "feature_info": ...}
+    <model_dir>/metrics.json       training history, best epoch and its metrics, parameter count
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import models  # noqa: F401  (Keras 2)
+import tf_keras as keras
+
+from pipeline import config as config_module
+from pipeline.config import FunnelConfig, ModelConfig, TaskConfig
+from pipeline.errors import InputError
+from pipeline.features import FeatureInfo
+from pipeline.run_dir import atomic_dir, read_json, write_json_atomic
+
+SERVING_MODEL = "serving_model"
+MODEL_CONFIG = "model_config.json"
+METRICS = "metrics.json"
+
+
+def serving_model_dir(run_dir, role: str) -> str:
+    return os.path.join(run_dir.model_dir(role), SERVING_MODEL)
+
+
+def load_feature_info(run_dir) -> FeatureInfo:
+    """FeatureInfo from the preprocess stage's feature_info.json."""
+    run_dir.require(run_dir.feature_info_file, "preprocess")
+    return FeatureInfo.from_dict(read_json(run_dir.feature_info_file, "feature_info.json"))
+
+
+def save_trained(run_dir, role: str, model, model_cfg, feature_info, tasks, funnel, result) -> dict:
+    """Writes serving_model/ (atomically), model_config.json and metrics.json; returns their paths."""
+    model_dir = run_dir.model_dir(role)
+    path = serving_model_dir(run_dir, role)
+    with atomic_dir(path) as tmp:
+        model.serving_model().save(tmp)
+    write_json_atomic(os.path.join(model_dir, MODEL_CONFIG), {
+        "role": role,
+        "model": dataclasses.asdict(model_cfg),
+        "tasks": [dataclasses.asdict(t) for t in tasks],
+        "funnel": dataclasses.asdict(funnel) if funnel is not None else None,
+        "feature_info": feature_info.to_dict(),
+    })
+    write_json_atomic(os.path.join(model_dir, METRICS), {
+        "best_epoch": result.best_epoch, "best_metrics": result.best_metrics, "params": result.params,
+        "rows": result.rows, "history": result.history,
+    })
+    return {"serving_model": path, "model_config": os.path.join(model_dir, MODEL_CONFIG),
+            "metrics": os.path.join(model_dir, METRICS), "logs": os.path.join(model_dir, "logs")}
+
+
+def trained_roles(run_dir, roles=("teacher", "student")) -> list[str]:
+    """The roles that have a saved serving model, in order."""
+    return [r for r in roles if os.path.isdir(serving_model_dir(run_dir, r))]
+
+
+def load_model_config(run_dir, role: str):
+    """(ModelConfig, [TaskConfig], FunnelConfig | None, FeatureInfo) saved with a role's model."""
+    path = os.path.join(run_dir.model_dir(role), MODEL_CONFIG)
+    run_dir.require(path, "train" if role == "teacher" else "distill")
+    d = read_json(path, f"{role} model_config.json")
+    try:
+        model_cfg = config_module._build(ModelConfig, d["model"], "model")
+        tasks = [TaskConfig(**t) for t in d["tasks"]]
+        funnel = FunnelConfig(**d["funnel"]) if d.get("funnel") else None
+        info = FeatureInfo.from_dict(d["feature_info"])
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{path}: malformed model config ({type(e).__name__}: {e})") from None
+    return model_cfg, tasks, funnel, info
+
+
+def load_serving_model(run_dir, role: str) -> keras.Model:
+    """The role's serving model (dict in -> dict of logits/probabilities out)."""
+    path = serving_model_dir(run_dir, role)
+    run_dir.require(path, "train" if role == "teacher" else "distill")
+    return keras.models.load_model(path, compile=False)

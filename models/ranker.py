@@ -1,0 +1,174 @@
+"""MultiTaskRanker: embedding + backbone + one main tower per task (+ self-auxiliary towers).
+
+The model wires layers and asks one ``tfrs.tasks.Ranking`` per task for its loss:
+
+    loss = sum_t w_t [ L_t(main_t) + gamma * L_t(aux_t) ]  (+ ``extra_loss``, e.g. KD terms)
+
+where ``aux_t`` is a much smaller tower reading the same per-task representation as
+``main_t`` (Wang et al. 2020), trained on the same label and loss with no stop-gradient,
+so its gradient flows into the shared layers. Funnel specifics (``funnel = (parent,
+child)``): in ESMM mode the child's loss is on pCTCVR = pCTR x pCVR over all impressions;
+with ``masked_child_loss`` the child's own head (pCVR) is trained on parent-positive rows
+only. Aux towers exist only here: ``serving_model()`` wires the main towers alone.
+
+Subclasses (the distilled student) override ``extra_loss`` or pass ``loss_hook``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import models  # noqa: F401  (Keras 2)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from models.outputs import CTCVR, logit_key, probability_key
+from models.towers import FunnelProduct
+from pipeline.features import WEIGHT_KEY, label_key
+
+
+def ranking_task(name: str, with_metrics: bool = True) -> tfrs.tasks.Ranking:
+    """A Ranking task with per-example binary cross-entropy on logits and an AUC metric."""
+    loss = keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE)
+    metrics = [keras.metrics.AUC(from_logits=True, name=f"{name}_auc")] if with_metrics else []
+    return tfrs.tasks.Ranking(loss=loss, metrics=metrics, name=f"{name}_task")
+
+
+class MultiTaskRanker(tfrs.models.Model):
+    """A multi-task ranking model with optional self-auxiliary towers.
+
+    Args:
+      embedding: features dict -> vector (``FeatureEmbedding``).
+      backbone: vector -> list of per-task representations (``SharedBottom``/``MMoE``/``PLE``).
+      towers: task -> main ``Tower``.
+      task_weights: task -> loss weight ``w_t`` (>= 0); its key order is the task order.
+      aux_towers: task -> auxiliary ``Tower`` (empty/None: no aux towers).
+      aux_gamma: weight ``gamma`` of the aux losses (>= 0).
+      funnel: ``(parent, child)`` task names, or None.
+      esmm: predict the child per impression as pCTCVR = pCTR x pCVR (needs ``funnel``).
+      masked_child_loss: train the child's own head on parent-positive rows only.
+      loss_hook: optional ``f(model, inputs, forward_outputs, training) -> scalar`` added
+        to the loss (per-replica average, like the task losses).
+
+    Raises:
+      ValueError: towers / weights disagree, a negative weight or gamma, or esmm /
+        masked_child_loss without a funnel of two known tasks.
+    """
+
+    def __init__(self, embedding, backbone, towers: dict, task_weights: dict, aux_towers: Optional[dict] = None,
+                 aux_gamma: float = 0.0, funnel: Optional[tuple] = None, esmm: bool = False,
+                 masked_child_loss: bool = False, loss_hook: Optional[Callable] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.task_names = list(task_weights)
+        if sorted(towers) != sorted(self.task_names):
+            raise ValueError(f"`towers` must have one tower per task {self.task_names}. Received towers for {sorted(towers)}")
+        if any(w < 0 for w in task_weights.values()):
+            raise ValueError(f"Task weights must be >= 0. Received: task_weights={task_weights}")
+        if aux_gamma < 0:
+            raise ValueError(f"`aux_gamma` must be >= 0. Received: aux_gamma={aux_gamma}")
+        aux_towers = dict(aux_towers or {})
+        if aux_towers and sorted(aux_towers) != sorted(self.task_names):
+            raise ValueError(f"`aux_towers` must be empty or have one tower per task {self.task_names}. Received: {sorted(aux_towers)}")
+        if (esmm or masked_child_loss) and (funnel is None or any(t not in self.task_names for t in funnel)):
+            raise ValueError(f"`esmm`/`masked_child_loss` need `funnel`=(parent, child) naming tasks in {self.task_names}. Received: funnel={funnel}")
+        self.embedding = embedding
+        self.backbone = backbone
+        self.towers = towers
+        self.aux_towers = aux_towers
+        self.task_weights = {t: float(w) for t, w in task_weights.items()}
+        self.aux_gamma = float(aux_gamma)
+        self.funnel = tuple(funnel) if funnel is not None else None
+        self.esmm = bool(esmm)
+        self.masked_child_loss = bool(masked_child_loss)
+        self.loss_hook = loss_hook
+        self.funnel_product = FunnelProduct(name="funnel_product") if self.esmm else None
+        self.ranking_tasks = {t: ranking_task(t) for t in self.task_names}
+        self.aux_ranking_tasks = {t: ranking_task(f"aux_{t}", with_metrics=False) for t in self.aux_towers}
+
+    # ------------------------------------------------------------------ forward
+    def task_representations(self, features, training=False) -> dict:
+        """task -> the tensor its main (and aux) tower reads, ``(batch, d_t)``."""
+        reps = self.backbone(self.embedding(features), training=training)
+        return dict(zip(self.task_names, reps))
+
+    def _heads(self, logits: dict) -> dict:
+        """Main logits -> the serving outputs (logits and probabilities, plus pCTCVR in ESMM)."""
+        out = {}
+        for t in self.task_names:
+            out[logit_key(t)] = logits[t]
+            out[probability_key(t)] = tf.sigmoid(logits[t])
+        if self.esmm:
+            parent, child = self.funnel
+            ctcvr = self.funnel_product([logits[parent], logits[child]])
+            out[logit_key(CTCVR)] = ctcvr
+            out[probability_key(CTCVR)] = tf.sigmoid(ctcvr)
+        return out
+
+    def forward(self, features, training=False) -> dict:
+        """Everything the losses need: ``representations``, main ``logits``, ``aux_logits``, ``outputs``."""
+        reps = self.task_representations(features, training=training)
+        logits = {t: self.towers[t](reps[t], training=training) for t in self.task_names}
+        aux_logits = {t: self.aux_towers[t](reps[t], training=training) for t in self.aux_towers}
+        return {"representations": reps, "logits": logits, "aux_logits": aux_logits, "outputs": self._heads(logits)}
+
+    def call(self, features, training=False):
+        return self.forward(features, training=training)["outputs"]
+
+    # ------------------------------------------------------------------ losses
+    def _task_terms(self, task: str, logits: dict, labels: dict, weight):
+        """[(labels, logits, sample_weight)] the loss of ``task`` is the sum over."""
+        if self.funnel is None or task != self.funnel[1] or not (self.esmm or self.masked_child_loss):
+            return [(labels[task], logits[task], weight)]
+        parent, child = self.funnel
+        terms = []
+        if self.esmm:
+            terms.append((labels[child], self.funnel_product([logits[parent], logits[child]]), weight))
+        if self.masked_child_loss:
+            terms.append((labels[child], logits[child], weight * labels[parent]))
+        return terms
+
+    def _loss(self, task, ranking, logits, labels, weight, training, compute_metrics):
+        total = 0.0
+        for i, (y, z, w) in enumerate(self._task_terms(task, logits, labels, weight)):
+            per_example = ranking(labels=y[:, None], predictions=z[:, None], sample_weight=w[:, None],
+                                  training=training, compute_metrics=compute_metrics and i == 0)
+            total += tf.nn.compute_average_loss(per_example)
+        return total
+
+    def supervised_loss(self, inputs, fwd, training=False):
+        """``sum_t w_t [L_t(main) + gamma L_t(aux)]`` (updates the per-task AUC metrics)."""
+        labels = {t: tf.cast(inputs[label_key(t)], tf.float32) for t in self.task_names}
+        weight = tf.cast(inputs[WEIGHT_KEY], tf.float32) if WEIGHT_KEY in inputs else tf.ones_like(labels[self.task_names[0]])
+        loss = 0.0
+        for t in self.task_names:
+            task_loss = self._loss(t, self.ranking_tasks[t], fwd["logits"], labels, weight, training, True)
+            if t in self.aux_towers and self.aux_gamma > 0:
+                task_loss += self.aux_gamma * self._loss(t, self.aux_ranking_tasks[t], fwd["aux_logits"], labels, weight, training, False)
+            loss += self.task_weights[t] * task_loss
+        return loss
+
+    def extra_loss(self, inputs, fwd, training=False):
+        """Additional loss terms; the default applies ``loss_hook`` if given, else 0."""
+        if self.loss_hook is None:
+            return 0.0
+        return self.loss_hook(self, inputs, fwd, training)
+
+    def compute_loss(self, inputs, training=False):
+        fwd = self.forward(inputs, training=training)
+        return self.supervised_loss(inputs, fwd, training) + self.extra_loss(inputs, fwd, training)
+
+    # ------------------------------------------------------------------ serving
+    def serving_inputs(self) -> dict:
+        """Keras Inputs of the serving model: int64 ids and float32 numerics, each ``(None,)``."""
+        inputs = {n: keras.Input(shape=(), dtype=tf.int64, name=n) for n in self.embedding.cardinalities}
+        inputs.update({n: keras.Input(shape=(), dtype=tf.float32, name=n) for n in self.embedding.numeric})
+        return inputs
+
+    def serving_model(self, name: str = "serving_model") -> keras.Model:
+        """The functional inference model: main towers only (shares this model's weights)."""
+        inputs = self.serving_inputs()
+        reps = self.task_representations(inputs, training=False)
+        logits = {t: self.towers[t](reps[t], training=False) for t in self.task_names}
+        outputs = self._heads(logits)
+        outputs = {k: keras.layers.Activation("linear", name=k)(v) for k, v in outputs.items()}
+        return keras.Model(inputs, outputs, name=name)

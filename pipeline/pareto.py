@@ -1,0 +1,68 @@
+"""``python -m pipeline pareto``: task-weighting frontiers with and without self-auxiliary towers."""
+from __future__ import annotations
+
+import csv
+import os
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+
+from models import model_io
+from models.pareto_study import check_study, run_grid, summarize, verdict
+from pipeline.run_dir import atomic_dir, write_json_atomic
+
+
+def _plot(rows, summary, tasks, reference, path):
+    from models.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for (arm, s), color in zip(summary.items(), ("tab:blue", "tab:orange")):
+        aux = arm == "with aux towers"
+        pts = [(r["auc_1"], r["auc_2"]) for r in rows if r["aux"] == aux]
+        ax.scatter(*zip(*pts), color=color, alpha=0.35, s=18)
+        front = s["front"]
+        xs = [p[0] for p in front]
+        ys = [p[1] for p in front]
+        ax.step(xs, ys, where="post", color=color, marker="o",
+                label=f"{arm}: HV {s['hypervolume_mean']:.4f} ± {s['hypervolume_std']:.4f}")
+    ax.set(xlabel=f"test AUC {tasks[0]}", ylabel=f"test AUC {tasks[1]}",
+           title=f"Pareto frontiers (mean over seeds); reference {tuple(reference)}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _table(summary, tasks) -> list[str]:
+    lines = [f"| arm | w({tasks[0]}) | AUC {tasks[0]} | AUC {tasks[1]} |", "|---|---|---|---|"]
+    for arm, s in summary.items():
+        for p in s["per_weight"]:
+            lines.append(f"| {arm} | {p['weight']:.2f} | {p['auc_1_mean']:.4f} ± {p['auc_1_std']:.4f} "
+                         f"| {p['auc_2_mean']:.4f} ± {p['auc_2_std']:.4f} |")
+    return lines
+
+
+def run_stage(cfg, run_dir, opts) -> dict:
+    tasks = [t.name for t in check_study(cfg)]
+    info = model_io.load_feature_info(run_dir)
+    rows = run_grid(cfg, run_dir, info)
+    p = cfg.pareto
+    summary = summarize(rows, p.reference_point)
+    out_dir = run_dir.path("pareto")
+    with atomic_dir(out_dir) as tmp:
+        with open(os.path.join(tmp, "points.csv"), "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        write_json_atomic(os.path.join(tmp, "summary.json"), {"points": rows, "summary": summary})
+    plot = _plot(rows, summary, tasks, p.reference_point, os.path.join(run_dir.plots_dir, "pareto_frontiers.png"))
+    text = verdict(summary)
+    report = [f"Backbone `{p.backbone}`, {p.epochs} epoch(s) per point, first-task weights {p.first_task_weights}, "
+              f"seeds {p.seeds}; test-split AUCs (mean ± std over seeds). Hypervolume against reference point "
+              f"{tuple(p.reference_point)}:", ""]
+    for arm, s in summary.items():
+        report.append(f"- {arm}: {s['hypervolume_mean']:.5f} ± {s['hypervolume_std']:.5f} "
+                      f"(per seed {[round(h, 5) for h in s['hypervolume_per_seed']]}; of the mean points {s['hypervolume_of_mean_points']:.5f})")
+    report += ["", *_table(summary, tasks), "", f"**{text}**"]
+    metrics = {arm: {"hypervolume_mean": s["hypervolume_mean"], "hypervolume_std": s["hypervolume_std"]}
+               for arm, s in summary.items()}
+    return {"rows": len(rows), "metrics": metrics, "artifacts": {"pareto": out_dir},
+            "plots": [os.path.relpath(plot, run_dir.root)], "report": "\n".join(report), "message": text}

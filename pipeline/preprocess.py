@@ -1,0 +1,197 @@
+"""The ``preprocess`` stage: raw impression logs -> validated, split, TF-Transformed TFRecords.
+
+One Beam pipeline (any runner; see ``pipeline.beam_options``)::
+
+    ReadRawRecords -> ValidateRecords -+-> dead letters (JSON lines)
+                                       +-> SplitRecords -> train -> AnalyzeDataset -> transform_fn
+                                                           train/validation/test -> TransformDataset
+                                                                                 -> gzip TFRecords
+    + CountRecords (read, valid, dead letters by reason, per split) -> stats.json
+
+Everything is written into a temporary directory beside ``run_dir.preprocess_dir`` and moved
+into place only after the pipeline succeeded and the dead-letter fraction is within
+``preprocess.max_dead_letter_fraction``; above it the stage raises ``DataValidationError`` and
+keeps the dead letters and stats in ``run_dir.rejected_dir`` for inspection.
+
+Example::
+
+    python -m pipeline preprocess --config configs/census_income.yaml --run-dir /tmp/census
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import apache_beam as beam
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+
+from pipeline import features, preprocess_stats
+from pipeline.beam_options import pipeline_options
+from pipeline.raw_io import ReadRawRecords, check_inputs
+from pipeline.run_dir import RunDir, atomic_dir, write_json_atomic
+from pipeline.split import SPLITS, SplitRecords, split_columns
+from pipeline.transform import bucket_features, make_preprocessing_fn, raw_tft_feature_spec, vocabulary_name
+from pipeline.validation import ValidateRecords, WriteDeadLetters
+
+log = logging.getLogger("pipeline.preprocess")
+
+COUNTS_FILE = "_counts.jsonl"
+
+
+class _Layout:
+    """Paths inside one (temporary) preprocess directory, mirroring ``RunDir``'s names."""
+
+    def __init__(self, run_dir: RunDir, root: str):
+        def inside(path: str) -> str:
+            return os.path.join(root, os.path.relpath(path, run_dir.preprocess_dir))
+
+        self.root = root
+        self.transform_output = inside(run_dir.transform_output_dir)
+        self.data_dir = os.path.dirname(inside(run_dir.split_pattern("train")))
+        self.feature_info = inside(run_dir.feature_info_file)
+        self.raw_feature_spec = inside(run_dir.raw_feature_spec_file)
+        self.stats = inside(run_dir.stats_file)
+        self.dead_letters = inside(run_dir.dead_letter_dir)
+        self.counts = os.path.join(root, COUNTS_FILE)
+        self.tft_temp = os.path.join(root, "_tft_tmp")
+
+    def split_prefix(self, split: str) -> str:
+        return os.path.join(self.data_dir, split)
+
+
+def _encode_examples(transformed, split: str):
+    data, metadata = transformed
+    coder = tft.coders.ExampleProtoCoder(metadata.schema)
+    return data | f"Encode[{split}]" >> beam.Map(coder.encode)
+
+
+def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: _Layout) -> None:
+    """Adds the whole preprocessing graph to ``p`` (construction only; the caller runs it)."""
+    columns = features.raw_columns(cfg)
+    split_cfg = cfg.preprocess.split
+    raw_metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_tft_feature_spec(cfg))
+
+    records = p | "ReadRawRecords" >> ReadRawRecords(pattern, fmt, cfg)
+    checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True)
+    splits = checked.valid | "SplitRecords" >> SplitRecords(
+        split_columns(cfg, columns), (split_cfg.train, split_cfg.validation, split_cfg.test))
+    _ = checked.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
+    _ = ({"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters, **splits}
+         | "CountRecords" >> preprocess_stats.CountRecords(layout.counts))
+
+    raw = {s: splits[s] | f"Features[{s}]" >> beam.Map(lambda r: r["features"]) for s in SPLITS}
+    transform_fn = ((raw["train"], raw_metadata)
+                    | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg)))
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(layout.transform_output)
+    for s in SPLITS:
+        transformed = ((raw[s], raw_metadata), transform_fn) | f"TransformDataset[{s}]" >> tft_beam.TransformDataset()
+        _ = (_encode_examples(transformed, s)
+             | f"WriteTFRecords[{s}]" >> beam.io.WriteToTFRecord(
+                 layout.split_prefix(s), file_name_suffix=".tfrecord.gz", num_shards=cfg.preprocess.num_shards))
+
+
+def feature_info_from_output(cfg, transform_output_dir: str) -> features.FeatureInfo:
+    """FeatureInfo with cardinalities read from the TFT vocabularies (+ OOV buckets)."""
+    output = tft.TFTransformOutput(transform_output_dir)
+    oov = cfg.preprocess.vocab.oov_buckets
+    categorical = {c: output.vocabulary_size_by_name(vocabulary_name(c)) + oov for c in cfg.data.categorical}
+    categorical.update(bucket_features(cfg))
+    return features.FeatureInfo(
+        categorical=categorical,
+        numeric=list(cfg.data.numeric),
+        tasks=list(cfg.task_names),
+        passthrough=list(cfg.data.passthrough),
+        has_weight=bool(cfg.data.weight_column),
+        has_group=bool(cfg.data.group_column),
+    )
+
+
+def feature_spec_to_json(spec: dict) -> dict:
+    """A ``tf.io`` FixedLenFeature spec as JSON: name -> {dtype, shape, default_value?}."""
+    out = {}
+    for name, f in spec.items():
+        entry = {"dtype": f.dtype.name, "shape": list(f.shape)}
+        if f.default_value is not None:
+            d = f.default_value
+            entry["default_value"] = d.decode() if isinstance(d, bytes) else d
+        out[name] = entry
+    return out
+
+
+def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dict:
+    """Runs the pipeline into ``root`` and writes feature info, raw spec and stats there."""
+    layout = _Layout(run_dir, root)
+    files = check_inputs(pattern, fmt, cfg, features.raw_columns(cfg))
+    log.info("preprocess: %d input file(s) matching %s (%s), runner %s", len(files), pattern, fmt,
+             cfg.preprocess.beam.runner)
+    start = time.monotonic()
+    with tft_beam.Context(temp_dir=layout.tft_temp):
+        with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam)) as p:
+            build_pipeline(p, cfg, pattern, fmt, layout)
+    wall = time.monotonic() - start
+    shutil.rmtree(layout.tft_temp, ignore_errors=True)
+    stats = preprocess_stats.build_stats(preprocess_stats.read_counts(layout.counts), wall,
+                                         {"pattern": pattern, "format": fmt, "files": len(files)})
+    os.remove(layout.counts)
+    log.info("preprocess: read %d, valid %d, dead-lettered %d (%s) in %.1f s", stats["rows_read"], stats["valid"],
+             stats["dead_lettered"], stats["by_reason"], wall)
+    write_json_atomic(layout.stats, stats)
+    return stats
+
+
+def _publish_rejected(layout_root: str, run_dir: RunDir) -> None:
+    with atomic_dir(run_dir.rejected_dir) as tmp:
+        src = _Layout(run_dir, layout_root)
+        shutil.copytree(src.dead_letters, os.path.join(tmp, "dead_letters"))
+        shutil.copy(src.stats, os.path.join(tmp, "stats.json"))
+
+
+def run_stage(cfg, run_dir: RunDir, opts) -> dict:
+    """``python -m pipeline preprocess``: see the module docstring."""
+    pattern, fmt = run_dir.raw_input(cfg)
+    with atomic_dir(run_dir.preprocess_dir) as root:
+        stats = run_pipeline(cfg, pattern, fmt, run_dir, root)
+        layout = _Layout(run_dir, root)
+        try:
+            preprocess_stats.check_dead_letter_fraction(
+                stats, cfg.preprocess.max_dead_letter_fraction, os.path.join(run_dir.rejected_dir, "dead_letters"))
+        except Exception:
+            _publish_rejected(root, run_dir)
+            raise
+        info = feature_info_from_output(cfg, layout.transform_output)
+        write_json_atomic(layout.feature_info, info.to_dict())
+        write_json_atomic(layout.raw_feature_spec, feature_spec_to_json(features.serving_feature_spec(cfg)))
+    if os.path.isdir(run_dir.rejected_dir):
+        shutil.rmtree(run_dir.rejected_dir, ignore_errors=True)
+    plot = preprocess_stats.plot_counts(stats, os.path.join(run_dir.plots_dir, "preprocess_counts.png"))
+    artifacts = {
+        "transform_output": run_dir.transform_output_dir,
+        "feature_info": run_dir.feature_info_file,
+        "raw_feature_spec": run_dir.raw_feature_spec_file,
+        "stats": run_dir.stats_file,
+        "dead_letters": run_dir.dead_letter_dir,
+        **{f"{s}_data": run_dir.split_pattern(s) for s in SPLITS},
+    }
+    metrics = {k: stats[k] for k in ("valid", "dead_lettered", "by_reason", "rows_per_split", "rows_per_second")}
+    metrics["cardinalities"] = dict(info.categorical)
+    return {
+        "rows": stats["rows_read"],
+        "metrics": metrics,
+        "artifacts": artifacts,
+        "plots": [os.path.relpath(plot, run_dir.root)],
+        "report": preprocess_stats.report_markdown(stats, info.to_dict()),
+        "message": (f"preprocess: {stats['rows_read']} records read, {stats['valid']} valid "
+                    f"({', '.join(f'{s} {n}' for s, n in stats['rows_per_split'].items())}), "
+                    f"{stats['dead_lettered']} dead-lettered -> {run_dir.preprocess_dir}"),
+    }
+
+
+def load_stats(run_dir: RunDir) -> dict:
+    """The ``stats.json`` of a finished preprocess run."""
+    with open(run_dir.require(run_dir.stats_file, "preprocess"), encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,196 @@
+"""Record validation: raw records -> typed records, or dead letters with a reason.
+
+Checks, in order (the first failure is the record's reason):
+
+  ==================  ==========================================================
+  reason              when
+  ==================  ==========================================================
+  wrong_column_count  a CSV row has more or fewer fields than the header
+  unparsable_record   invalid JSON, not an object, not a tf.Example, a list value
+  invalid_encoding    the line is not valid UTF-8
+  missing_value       a numeric, label, weight or passthrough value is missing
+  unparsable_value    such a value does not parse as a number
+  non_finite_value    such a value is NaN or +-infinity
+  invalid_label       a label is not 0/1 (without ``positive_values``)
+  invalid_weight      the example weight is negative
+  funnel_violation    the funnel child is 1 where the parent is 0
+  ==================  ==========================================================
+
+A missing categorical value is not an error: it becomes ``features.MISSING_CATEGORY``.
+
+A *typed record* is ``{"source", "position", "values", "features"}``: ``values`` are the raw
+strings (the split hashes them), ``features`` maps the raw column names of
+``transform.raw_tft_feature_spec`` to Python values (str for categorical and group columns,
+float for the rest). A *dead letter* is ``{"source", "position", "record", "reason",
+"detail"}``; ``detail`` names the field.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import apache_beam as beam
+
+from pipeline.features import MISSING_CATEGORY
+from pipeline.raw_formats import INVALID_ENCODING, UNPARSABLE_RECORD, WRONG_COLUMN_COUNT
+
+MISSING_VALUE = "missing_value"
+UNPARSABLE_VALUE = "unparsable_value"
+NON_FINITE_VALUE = "non_finite_value"
+INVALID_LABEL = "invalid_label"
+INVALID_WEIGHT = "invalid_weight"
+FUNNEL_VIOLATION = "funnel_violation"
+
+REASONS = (WRONG_COLUMN_COUNT, UNPARSABLE_RECORD, INVALID_ENCODING, MISSING_VALUE, UNPARSABLE_VALUE,
+           NON_FINITE_VALUE, INVALID_LABEL, INVALID_WEIGHT, FUNNEL_VIOLATION)
+
+DEAD_LETTERS = "dead_letters"
+
+
+class InvalidRecord(ValueError):
+    """A record failed a check: ``reason`` is one of ``REASONS``, ``detail`` names the field."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RecordSchema:
+    """What validation needs from the config, as plain picklable data.
+
+    Args:
+      cfg: the ``PipelineConfig``.
+      require_labels: check and emit labels, weight, group and passthrough columns (training
+        data); False for scoring inputs that carry only the features.
+    """
+
+    def __init__(self, cfg, require_labels: bool = True):
+        d = cfg.data
+        self.categorical = list(d.categorical)
+        self.numeric = list(d.numeric)
+        self.require_labels = require_labels
+        self.labels = [(t.label, {v.strip() for v in t.positive_values}) for t in d.tasks] if require_labels else []
+        self.weight = d.weight_column if require_labels else None
+        self.group = d.group_column if require_labels else None
+        self.passthrough = list(d.passthrough) if require_labels else []
+        by_task = {t.name: t.label for t in d.tasks}
+        self.funnel = (by_task[d.funnel.parent], by_task[d.funnel.child]) if (require_labels and d.funnel) else None
+
+    def typed(self, values: dict) -> dict:
+        """The typed features of one record's raw ``values``; raises ``InvalidRecord``."""
+        out = {}
+        for c in self.categorical:
+            v = values.get(c)
+            out[c] = MISSING_CATEGORY if v is None else v
+        for c in self.numeric:
+            out[c] = _number(values, c)
+        for column, positive in self.labels:
+            out[column] = _label(values, column, positive)
+        if self.weight:
+            w = _number(values, self.weight)
+            if w < 0:
+                raise InvalidRecord(INVALID_WEIGHT, f"field {self.weight!r}: expected a weight >= 0, got {w!r}")
+            out[self.weight] = w
+        if self.group and self.group not in out:
+            v = values.get(self.group)
+            out[self.group] = MISSING_CATEGORY if v is None else v
+        for c in self.passthrough:
+            if c not in out:
+                out[c] = _number(values, c)
+        if self.funnel:
+            parent, child = self.funnel
+            if out[child] == 1.0 and out[parent] == 0.0:
+                raise InvalidRecord(FUNNEL_VIOLATION, f"field {child!r} is 1 where its funnel parent {parent!r} is 0")
+        return out
+
+
+def _number(values: dict, column: str) -> float:
+    raw = values.get(column)
+    if raw is None:
+        raise InvalidRecord(MISSING_VALUE, f"field {column!r} is missing")
+    try:
+        x = float(raw)
+    except ValueError:
+        raise InvalidRecord(UNPARSABLE_VALUE, f"field {column!r}: {raw!r} is not a number") from None
+    if not math.isfinite(x):
+        raise InvalidRecord(NON_FINITE_VALUE, f"field {column!r}: {raw!r} is not finite")
+    return x
+
+
+def _label(values: dict, column: str, positive: set) -> float:
+    raw = values.get(column)
+    if raw is None:
+        raise InvalidRecord(MISSING_VALUE, f"label {column!r} is missing")
+    if positive:
+        return 1.0 if raw.strip() in positive else 0.0
+    x = _number(values, column)
+    if x not in (0.0, 1.0):
+        raise InvalidRecord(INVALID_LABEL, f"label {column!r}: expected 0 or 1, got {raw!r}")
+    return x
+
+
+def dead_letter(record: dict, reason: str, detail: str) -> dict:
+    return {"source": record.get("source"), "position": record.get("position"), "record": record.get("raw"),
+            "reason": reason, "detail": detail}
+
+
+class _ValidateDoFn(beam.DoFn):
+    def __init__(self, schema: RecordSchema, namespace: str):
+        self._schema = schema
+        self._namespace = namespace
+        self._valid = beam.metrics.Metrics.counter(namespace, "records_valid")
+        self._dead = {r: beam.metrics.Metrics.counter(namespace, f"dead_letter_{r}") for r in REASONS}
+
+    def process(self, record: dict):
+        error = record.get("error")
+        if error is None:
+            try:
+                features = self._schema.typed(record["values"])
+            except InvalidRecord as e:
+                error = (e.reason, e.detail)
+        if error is not None:
+            reason, detail = error
+            self._dead[reason].inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(record, reason, detail))
+            return
+        self._valid.inc()
+        yield {"source": record["source"], "position": record["position"], "values": record["values"],
+               "features": features}
+
+
+class ValidateRecords(beam.PTransform):
+    """Splits raw records into typed records and dead letters.
+
+    Args:
+      cfg: the ``PipelineConfig`` (schema, task labels and ``positive_values``, funnel).
+      require_labels: validate labels, weight, group and passthrough columns too (False when
+        scoring unlabelled inputs: only the feature columns are checked and typed).
+      namespace: Beam metrics namespace of the ``records_valid`` and ``dead_letter_<reason>``
+        counters.
+
+    Returns:
+      A tuple-like result with ``.valid`` (typed records) and ``.dead_letters``.
+    """
+
+    def __init__(self, cfg, require_labels: bool = True, namespace: str = "preprocess"):
+        super().__init__()
+        self._schema = RecordSchema(cfg, require_labels)
+        self._namespace = namespace
+
+    def expand(self, records):
+        return records | "Validate" >> beam.ParDo(_ValidateDoFn(self._schema, self._namespace)).with_outputs(
+            DEAD_LETTERS, main="valid")
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Writes dead letters as JSON lines ``<prefix>-SSSSS-of-NNNNN.jsonl``."""
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__()
+        self._prefix = file_path_prefix
+
+    def expand(self, dead_letters):
+        return (dead_letters
+                | "ToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+                | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl"))

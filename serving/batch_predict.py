@@ -1,0 +1,165 @@
+"""The ``predict`` stage: score raw input files with the published model on Beam.
+
+``ScoreRawRecords`` reads raw records with the preprocessing IO (``ReadRawRecords``), checks
+them with ``ValidateRecords(require_labels=False)`` (bad rows go to the dead letters with
+their reason and field) and runs ``apache_beam.ml.inference.RunInference`` with a model
+handler that loads the exported SavedModel once per worker (TF1 session loader, as
+serving does) and scores batches through its ``predict_raw`` signature. Each prediction row
+is a JSON line: the record's source file and position, its split-key columns (e.g.
+``impression_id``) and one value per served output. The output directory is replaced
+atomically; the stage checks input rows = predicted + dead-lettered.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from pipeline.beam_options import pipeline_options
+from pipeline.errors import InputError, PipelineError
+from pipeline.raw_io import ReadRawRecords, check_inputs
+from pipeline.run_dir import RunDir, atomic_dir, write_json_atomic
+from pipeline.validation import ValidateRecords, WriteDeadLetters
+from serving import versions
+
+log = logging.getLogger("serving.batch_predict")
+
+NAMESPACE = "predict"
+SIGNATURE = "predict_raw"
+
+
+class _SavedModelHandler(ModelHandler):
+    """Loads one SavedModel version per worker and scores typed records in batches."""
+
+    def __init__(self, export_dir: str, columns: list[str], max_batch_size: int):
+        super().__init__()
+        self._export_dir = export_dir
+        self._columns = list(columns)
+        self._max_batch_size = max_batch_size
+
+    def load_model(self):
+        import models  # noqa: F401  (Keras 2 before TensorFlow, in every worker)
+        from serving.session_model import SessionModel
+
+        return SessionModel(self._export_dir)
+
+    def run_inference(self, batch, model, inference_args=None):
+        inputs = {c: [r["features"][c] for r in batch] for c in self._columns}
+        outputs = model.run(SIGNATURE, inputs)
+        return [PredictionResult(r, {k: float(v[i]) for k, v in outputs.items()}) for i, r in enumerate(batch)]
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": min(128, self._max_batch_size), "max_batch_size": self._max_batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+class _FormatPredictionDoFn(beam.DoFn):
+    def __init__(self, key_columns: list[str]):
+        self._key_columns = list(key_columns)
+        self._written = beam.metrics.Metrics.counter(NAMESPACE, "predictions_written")
+
+    def process(self, result: PredictionResult):
+        rec = result.example
+        row = {"source": rec["source"], "position": rec["position"]}
+        row.update({c: rec["values"].get(c) for c in self._key_columns})
+        row.update(result.inference)
+        self._written.inc()
+        yield json.dumps(row)
+
+
+class ScoreRawRecords(beam.PTransform):
+    """Raw input files -> (prediction JSON lines, dead letters).
+
+    Args:
+      pattern, fmt: input files and their format ('csv', 'jsonl', 'parquet', 'tfrecord').
+      cfg: the ``PipelineConfig`` (schema, CSV options, split keys carried to the output).
+      export_dir: the SavedModel version to score with.
+      max_batch_size: largest batch handed to the model.
+
+    Returns:
+      ``{"predictions": pcoll of JSON strings, "dead_letters": pcoll, "read": pcoll}``.
+    """
+
+    def __init__(self, pattern: str, fmt: str, cfg, export_dir: str, max_batch_size: int = 1024):
+        super().__init__()
+        self._pattern, self._fmt, self._cfg = pattern, fmt, cfg
+        self._handler = _SavedModelHandler(export_dir, list(cfg.data.categorical) + list(cfg.data.numeric),
+                                           max_batch_size)
+        self._keys = list(cfg.preprocess.split.keys)
+
+    def expand(self, pbegin):
+        records = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, self._cfg, namespace=NAMESPACE)
+        checked = records | "ValidateRecords" >> ValidateRecords(self._cfg, require_labels=False, namespace=NAMESPACE)
+        predictions = (checked.valid
+                       | "RunInference" >> RunInference(self._handler)
+                       | "FormatPredictions" >> beam.ParDo(_FormatPredictionDoFn(self._keys)))
+        return {"predictions": predictions, "dead_letters": checked.dead_letters, "read": records}
+
+
+def latest_version_dir(cfg, run_dir: RunDir) -> str:
+    model_dir = os.path.join(run_dir.serving_base(cfg.export.base_dir), cfg.export.model_name)
+    published = versions.list_versions(model_dir)
+    if not published:
+        raise InputError(f"no published version under {model_dir}; run `python -m pipeline export` first")
+    return versions.version_dir(model_dir, published[-1])
+
+
+def _count_lines(pattern: str) -> int:
+    n = 0
+    for path in glob.glob(pattern):
+        with open(path, encoding="utf-8") as f:
+            n += sum(1 for line in f if line.strip())
+    return n
+
+
+def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> dict:
+    """Runs the Beam job; returns the counts (raises if they do not add up)."""
+    from pipeline.features import raw_feature_columns
+
+    check_inputs(pattern, fmt, cfg, raw_feature_columns(cfg))
+    start = time.monotonic()
+    with atomic_dir(output) as tmp:
+        with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
+            out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir)
+            _ = out["predictions"] | "WritePredictions" >> beam.io.WriteToText(
+                os.path.join(tmp, "predictions"), file_name_suffix=".jsonl")
+            _ = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(tmp, "dead_letters", "dead_letters"))
+            _ = (out["read"] | "CountRead" >> beam.combiners.Count.Globally()
+                 | "WriteCount" >> beam.io.WriteToText(os.path.join(tmp, "rows_read"), num_shards=1,
+                                                       shard_name_template="", file_name_suffix=".txt"))
+        read = int(open(os.path.join(tmp, "rows_read.txt")).read().strip() or 0)
+        os.remove(os.path.join(tmp, "rows_read.txt"))
+        predicted = _count_lines(os.path.join(tmp, "predictions*.jsonl"))
+        dead = _count_lines(os.path.join(tmp, "dead_letters", "dead_letters*.jsonl"))
+        wall = time.monotonic() - start
+        counts = {"rows_read": read, "predicted": predicted, "dead_lettered": dead, "model": export_dir,
+                  "input": pattern, "format": fmt, "wall_seconds": round(wall, 3),
+                  "rows_per_second": round(read / wall, 1) if wall > 0 else None}
+        if read != predicted + dead:
+            raise PipelineError(f"predict: counts do not add up: read={read}, predicted={predicted}, dead_lettered={dead}")
+        write_json_atomic(os.path.join(tmp, "counts.json"), counts)
+    return counts
+
+
+def run_stage(cfg, run_dir: RunDir, opts) -> dict:
+    pattern, fmt = run_dir.raw_input(cfg)
+    pattern = getattr(opts, "input", None) or pattern
+    fmt = getattr(opts, "format", None) or (fmt if not getattr(opts, "input", None) else cfg.data.format)
+    if getattr(opts, "input", None) and not getattr(opts, "format", None) and cfg.data.source == "synthetic":
+        fmt = cfg.synthetic.format
+    output = os.path.abspath(getattr(opts, "output", None) or run_dir.predictions_dir)
+    export_dir = latest_version_dir(cfg, run_dir)
+    log.info("predict: scoring %s (%s) with %s into %s", pattern, fmt, export_dir, output)
+    counts = predict_files(cfg, pattern, fmt, output, export_dir)
+    log.info("predict: %d rows read, %d predicted, %d dead-lettered (%.0f rows/s)", counts["rows_read"],
+             counts["predicted"], counts["dead_lettered"], counts["rows_per_second"] or 0)
+    return {"rows": counts["rows_read"], "metrics": counts,
+            "artifacts": {"predictions": output, "counts": os.path.join(output, "counts.json")},
+            "message": f"predictions: {output} ({counts['predicted']} rows, {counts['dead_lettered']} dead-lettered)"}

@@ -1,0 +1,92 @@
+"""Raw records of one split, read in-process, and their serialized ``tf.Example`` form.
+
+Export needs a few hundred or thousand raw rows outside Beam: validation rows for the warmup
+file, test rows for the gate's metrics and skew checks. ``read_split`` reuses the
+preprocessing engineer's decoders (``pipeline.raw_formats``), record checks
+(``pipeline.validation.RecordSchema``) and split assignment (``pipeline.split``), so it
+yields exactly the records preprocessing put into that split, in file order.
+``to_example`` turns a typed record into the raw ``tf.Example`` a serving client sends
+(features only, parsed by ``pipeline.features.serving_feature_spec``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import features, raw_formats
+from pipeline.raw_io import list_input_files
+from pipeline.split import SPLITS, assign_split, split_columns, split_key
+from pipeline.validation import InvalidRecord, RecordSchema
+
+log = logging.getLogger("serving.raw_examples")
+
+
+def iter_raw_records(pattern: str, fmt: str, cfg) -> Iterator[dict]:
+    """Raw records (``pipeline.raw_formats``) of every file matching ``pattern``, in path order."""
+    for path in list_input_files(pattern):
+        if fmt == "tfrecord":
+            yield from raw_formats.read_tfrecord(path, path)
+            continue
+        compression = CompressionTypes.UNCOMPRESSED if fmt == "parquet" else CompressionTypes.AUTO
+        with FileSystems.open(path, compression_type=compression) as stream:
+            if fmt == "csv":
+                yield from raw_formats.read_csv(stream, path, cfg.data.csv)
+            elif fmt == "jsonl":
+                yield from raw_formats.read_jsonl(stream, path)
+            elif fmt == "parquet":
+                yield from raw_formats.read_parquet(stream, path)
+            else:
+                raise ValueError(f"format must be one of csv, jsonl, parquet, tfrecord. Received: fmt={fmt!r}")
+
+
+def read_split(cfg, pattern: str, fmt: str, split: str, limit: int) -> list[dict]:
+    """Up to ``limit`` valid typed records of ``split`` (labels included), in file order.
+
+    Each item is ``{"source", "position", "features"}``; ``features`` holds the typed values
+    of ``RecordSchema(cfg, require_labels=True)`` (str categoricals, float numerics and labels).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
+    if limit <= 0:
+        return []
+    schema = RecordSchema(cfg, require_labels=True)
+    key_columns = split_columns(cfg, features.raw_columns(cfg))
+    s = cfg.preprocess.split
+    fractions, target = (s.train, s.validation, s.test), SPLITS.index(split)
+    out, skipped = [], 0
+    for rec in iter_raw_records(pattern, fmt, cfg):
+        if "error" in rec:
+            skipped += 1
+            continue
+        try:
+            typed = schema.typed(rec["values"])
+        except InvalidRecord:
+            skipped += 1
+            continue
+        if assign_split(split_key(rec["values"], key_columns), fractions) != target:
+            continue
+        out.append({"source": rec["source"], "position": rec["position"], "features": typed})
+        if len(out) >= limit:
+            break
+    log.info("read %d %s records from %s (%d invalid skipped)", len(out), split, pattern, skipped)
+    return out
+
+
+def to_example(cfg, typed: dict) -> bytes:
+    """The serialized raw ``tf.Example`` of a typed record: feature columns only."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    feats = {}
+    for c in cfg.data.categorical:
+        feats[c] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[str(typed[c]).encode("utf-8")]))
+    for c in cfg.data.numeric:
+        feats[c] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(typed[c])]))
+    return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+
+
+def to_columns(cfg, records: list[dict]) -> dict:
+    """Column lists of the raw feature columns (``predict_raw`` inputs) of typed records."""
+    return {c: [r["features"][c] for r in records] for c in features.raw_feature_columns(cfg)}

@@ -1,0 +1,79 @@
+"""TF Serving warmup: ``assets.extra/tf_serving_warmup_requests``, a TFRecord of ``PredictionLog``.
+
+TF Serving replays these requests after loading a version and before marking it available,
+so the first real request does not pay for lazy initialisation. ``write_warmup`` writes one
+``PredictLog`` per serialized example (at most 1000, TF Serving's limit); ``replay_warmup``
+runs them against a loaded model the way the server does, checking every output is finite
+and has one row per example (the gate and ``serving.model_store`` both use it).
+"""
+from __future__ import annotations
+
+import os
+
+import models  # noqa: F401
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000
+
+
+def warmup_path(version_dir: str) -> str:
+    return os.path.join(version_dir, WARMUP_FILE)
+
+
+def write_warmup(version_dir: str, examples: list[bytes], model_name: str,
+                 signature_name: str = "serving_default", input_key: str = "examples") -> str:
+    """Writes one PredictionLog per serialized example; returns the file path."""
+    if len(examples) > MAX_WARMUP_RECORDS:
+        raise ValueError(f"at most {MAX_WARMUP_RECORDS} warmup requests. Received: {len(examples)}")
+    path = warmup_path(version_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for ex in examples:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
+            request.inputs[input_key].CopyFrom(tf.make_tensor_proto([ex], dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup(version_dir: str) -> list:
+    """The PredictionLogs of a version's warmup file ([] when it has none)."""
+    path = warmup_path(version_dir)
+    if not os.path.exists(path):
+        return []
+    logs = []
+    for i, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
+        if i >= MAX_WARMUP_RECORDS:
+            break
+        logs.append(prediction_log_pb2.PredictionLog.FromString(raw))
+    return logs
+
+
+class WarmupError(ValueError):
+    """A warmup request failed or returned non-finite or mis-shaped outputs."""
+
+
+def replay_warmup(model, version_dir: str) -> int:
+    """Runs every warmup request on ``model`` (a ``SessionModel``); returns how many ran."""
+    logs = read_warmup(version_dir)
+    for i, log in enumerate(logs):
+        if log.WhichOneof("log_type") != "predict_log":
+            raise WarmupError(f"warmup record {i}: only predict_log records are supported, got {log.WhichOneof('log_type')}")
+        request = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        batch = len(next(iter(inputs.values()))) if inputs else 0
+        try:
+            outputs = model.run(request.model_spec.signature_name, inputs)
+        except Exception as e:  # noqa: BLE001  (any failure fails the warmup)
+            raise WarmupError(f"warmup record {i}: request failed: {e}") from e
+        for key, value in outputs.items():
+            value = np.asarray(value)
+            if value.shape[:1] != (batch,):
+                raise WarmupError(f"warmup record {i}: output '{key}' has shape {list(value.shape)}, expected [{batch}, ...]")
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise WarmupError(f"warmup record {i}: output '{key}' is not finite: {value.tolist()}")
+    return len(logs)

@@ -1,0 +1,167 @@
+"""Config loading and validation (pipeline/config.py): every error names the offending key."""
+import os
+
+import pytest
+
+from pipeline.config import config_from_dict, config_to_dict, load_config, parse_override
+from pipeline.errors import ConfigError
+from tests.conftest import REPO
+
+DEFAULT = os.path.join(REPO, "configs", "default.yaml")
+
+
+def _load(*overrides):
+    return load_config(DEFAULT, list(overrides))
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "census_income.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(os.path.join(REPO, "configs", name))
+    assert len(cfg.task_names) == 2
+    assert cfg.preprocess.split.train + cfg.preprocess.split.validation + cfg.preprocess.split.test == pytest.approx(1)
+
+
+def test_default_config_describes_the_synthetic_columns():
+    cfg = _load()
+    assert cfg.data.source == "synthetic"
+    assert cfg.data.categorical == ["user_id", "item_id", "item_category", "device", "hour"]
+    assert cfg.data.oracle == {"click": "p_click", "conversion": "p_conversion"}
+    assert (cfg.data.funnel.parent, cfg.data.funnel.child) == ("click", "conversion")
+
+
+def test_unknown_nested_key_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown key 'synthetic\.rowz'.*rows"):
+        _load("synthetic.rowz=5")
+    with pytest.raises(ConfigError, match=r"unknown key 'preprocess\.split\.tran'"):
+        _load("preprocess.split.tran=0.8")
+
+
+def test_unknown_top_level_key_in_a_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(open(DEFAULT).read() + "\nmodle: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'modle'"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("synthetic.rows=many", r"synthetic\.rows: expected int, got str 'many'"),
+        ("synthetic.rows=true", r"synthetic\.rows: expected int, got boolean"),
+        ("training.epochs=2.5", r"training\.epochs: expected int, got float"),
+        ("model.bottom_units=64", r"model\.bottom_units: expected a list"),
+        ("model.bottom_units=[64, x]", r"model\.bottom_units\[1\]: expected int"),
+        ("distill.enabled=maybe", r"distill\.enabled: expected true or false"),
+        ("data.oracle=[p_click]", r"data\.oracle: expected a mapping"),
+    ],
+)
+def test_wrong_type_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(override)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("synthetic.rows=0", r"synthetic\.rows: expected a value >= 1, got 0"),
+        ("synthetic.task_correlation=1.5", r"synthetic\.task_correlation: expected a value <= 1.0, got 1.5"),
+        ("synthetic.click_rate=0", r"synthetic\.click_rate: expected a value > 0.0, got 0.0"),
+        ("synthetic.interaction_scale=-1", r"synthetic\.interaction_scale: expected a value >= 0.0"),
+        ("serving.rest_port=70000", r"serving\.rest_port: expected a value <= 65535"),
+    ],
+)
+def test_out_of_range_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(override)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("synthetic.format=json", r"synthetic\.format: expected one of \['csv', 'parquet'\], got 'json'"),
+        ("model.backbone=transformer", r"model\.backbone: expected one of .*'mmoe'.*got 'transformer'"),
+        ("training.verbose=3", r"training\.verbose: expected one of \[0, 1, 2\], got 3"),
+    ],
+)
+def test_bad_choice_names_the_key_and_the_choices(override, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(override)
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match=r"preprocess\.split: train \+ validation \+ test must sum to 1, got 1\.1"):
+        _load("preprocess.split.validation=0.2")
+    assert _load("preprocess.split.train=0.7", "preprocess.split.validation=0.2").preprocess.split.train == 0.7
+
+
+def test_oracle_column_must_be_a_passthrough_column():
+    with pytest.raises(ConfigError, match=r"data\.oracle\.click: column 'p_click' must also be listed in data\.passthrough"):
+        _load("data.passthrough=[p_conversion]")
+    with pytest.raises(ConfigError, match=r"data\.oracle: 'ctr' is not a task"):
+        _load("data.oracle={ctr: p_click}")
+
+
+def test_funnel_must_name_tasks():
+    with pytest.raises(ConfigError, match=r"data\.funnel\.child: expected a task name from \['click', 'conversion'\], got 'purchase'"):
+        _load("data.funnel.child=purchase")
+    with pytest.raises(ConfigError, match=r"data\.funnel\.parent"):
+        _load("data.funnel={parent: view, child: conversion}")
+
+
+def test_esmm_needs_a_funnel():
+    with pytest.raises(ConfigError, match=r"model\.esmm/masked_child_loss: need data\.funnel"):
+        _load("data.funnel=null", "model.esmm=true")
+
+
+def test_files_source_needs_a_path():
+    with pytest.raises(ConfigError, match=r"data\.path: required when data\.source is 'files'"):
+        _load("data.source=files")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"--config: file not found: {missing}"):
+        load_config(str(missing))
+
+
+def test_parse_override_reads_values_as_yaml():
+    assert parse_override("training.epochs=3") == (["training", "epochs"], 3)
+    assert parse_override("model.dropout=0.25") == (["model", "dropout"], 0.25)
+    assert parse_override("distill.enabled=false") == (["distill", "enabled"], False)
+    assert parse_override("model.bottom_units=[32, 16]") == (["model", "bottom_units"], [32, 16])
+    assert parse_override("export.min_auc={click: 0.7}") == (["export", "min_auc"], {"click": 0.7})
+    assert parse_override("name=a=b") == (["name"], "a=b")
+    assert parse_override("name=") == (["name"], "")
+
+
+@pytest.mark.parametrize("text", ["training.epochs", "=3", "training..epochs=3", ".x=1"])
+def test_parse_override_rejects_malformed_text(text):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override(text)
+
+
+def test_bad_yaml_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"--set model\.bottom_units: value .* is not valid YAML"):
+        parse_override("model.bottom_units=[1, 2")
+
+
+def test_overrides_apply_nested_and_create_sections():
+    cfg = _load("model.experts.num_shared=6", "synthetic.rows=123", "export.min_auc={}", "distill.student.embedding_dim=2")
+    assert cfg.model.experts.num_shared == 6
+    assert cfg.synthetic.rows == 123
+    assert cfg.export.min_auc == {}
+    assert cfg.distill.student.embedding_dim == 2
+    assert cfg.distill.student.bottom_units == [32]  # the rest of the section is kept
+    # A section missing from the file is created by an override.
+    cfg = config_from_dict({"data": config_to_dict(_load())["data"]}, ["pareto.epochs=3"])
+    assert cfg.pareto.epochs == 3
+
+
+def test_override_through_a_scalar_is_an_error():
+    with pytest.raises(ConfigError, match=r"--set synthetic\.rows\.x: 'synthetic\.rows' is not a section"):
+        _load("synthetic.rows.x=1")
+
+
+def test_int_is_accepted_for_a_float_field():
+    assert _load("synthetic.task_correlation=1").synthetic.task_correlation == 1.0
+    assert isinstance(_load("synthetic.task_correlation=1").synthetic.task_correlation, float)

@@ -1,0 +1,98 @@
+"""The train stage: artifacts, resume from BackupAndRestore, config errors."""
+import json
+import os
+
+import models  # noqa: F401  (Keras 2)
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models.builder import build_ranker
+from models.callbacks import InterruptAfter
+from models.training import train_model
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.train import run_stage
+from tests.models.fake_data import REPO, TINY, fake_examples, make_fake_run
+
+
+@pytest.fixture
+def fake(tmp_path):
+    run_dir, info = make_fake_run(str(tmp_path / "run"))
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY + ["training.learning_rate=0.01"])
+    return cfg, run_dir, info
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.started = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started.append(epoch)
+
+
+@pytest.mark.slow
+def test_train_stage_writes_serving_model_config_metrics_logs_and_plot(fake):
+    cfg, run_dir, info = fake
+    cfg.training.epochs = 2
+    result = run_stage(cfg, run_dir, None)
+    teacher = run_dir.model_dir("teacher")
+    assert result["rows"] == 2 * 768 or result["metrics"]["epochs_run"] == 1
+    assert result["metrics"]["best_epoch"] in (1, 2) and result["metrics"]["params"] > 0
+    assert 0.0 <= result["metrics"]["val_auc_mean"] <= 1.0
+    saved = keras.models.load_model(os.path.join(teacher, "serving_model"), compile=False)
+    assert not [v.name for v in saved.variables if "aux_tower" in v.name]
+    assert sorted(saved.input_names) == sorted(info.model_inputs)
+    cfg_json = json.load(open(os.path.join(teacher, "model_config.json")))
+    assert cfg_json["model"]["aux"]["enabled"] is True and cfg_json["feature_info"] == info.to_dict()
+    metrics = json.load(open(os.path.join(teacher, "metrics.json")))
+    assert len(metrics["history"]["val_auc_mean"]) == result["metrics"]["epochs_run"]
+    assert os.listdir(os.path.join(teacher, "logs", "validation"))  # TensorBoard event files
+    assert os.path.exists(os.path.join(teacher, "checkpoints", "best.index"))
+    assert result["plots"] == ["plots/teacher_training.png"] and os.path.getsize(run_dir.path("plots", "teacher_training.png")) > 0
+    assert "aux towers linear" in result["report"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_backup_at_the_interrupted_epoch(fake):
+    cfg, run_dir, info = fake
+    cfg.training.early_stopping_patience = 5
+
+    def fit(extra):
+        model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
+        return train_model(cfg, run_dir, "teacher", model, feature_info=info, epochs=3, callbacks=extra, save=False)
+
+    first = EpochRecorder()
+    with pytest.raises(KeyboardInterrupt):
+        fit([first, InterruptAfter(epoch=1, batches=2)])
+    assert first.started == [0, 1]
+    assert os.listdir(run_dir.path("teacher", "backup"))
+    second = EpochRecorder()
+    result = fit([second])
+    assert second.started == [1, 2], "must resume at epoch 2 (index 1), not restart at epoch 1"
+    assert result.epochs == [1, 2]
+    assert not os.path.exists(run_dir.path("teacher", "backup", "chief"))  # deleted after a finished run
+
+
+@pytest.mark.slow
+def test_training_is_repeatable_with_a_seed(fake):
+    cfg, run_dir, info = fake
+    ds = lambda: tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in fake_examples(128, 0).items()})  # noqa: E731
+    weights = []
+    for _ in range(2):
+        model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=3)
+        train_model(cfg, run_dir, "teacher", model, feature_info=info, train_ds=ds(), val_ds=ds(), epochs=1,
+                    backup=False, save=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_unknown_monitor_is_a_config_error(fake):
+    cfg, run_dir, info = fake
+    cfg.training.monitor = "val_accuracy"
+    model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
+    with pytest.raises(ConfigError, match="training.monitor"):
+        train_model(cfg, run_dir, "teacher", model, feature_info=info, save=False, backup=False)

@@ -1,0 +1,100 @@
+"""The exported SavedModel: layout, signatures and dtypes (read back with saved_model_cli), warmup, blessing."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from serving import versions
+from serving.session_model import SessionModel
+from serving.signatures import probability_outputs, set_method_names
+from serving.warmup import read_warmup
+
+def test_published_layout_and_blessing(fake_run):
+    assert versions.list_versions(fake_run.model_dir) == [1]
+    assert sorted(os.listdir(fake_run.model_dir)) == ["1"]  # no leftover build directory
+    v1 = os.path.join(fake_run.model_dir, "1")
+    blessing = json.load(open(os.path.join(v1, "BLESSED")))
+    assert blessing["blessed"] and set(blessing["checks"]) == {"load", "warmup", "skew", "metrics"}
+    assert blessing["checks"]["skew"]["max_abs_diff"] <= 1e-5
+    assert blessing["checks"]["skew"]["tfrecord_rows_matched"] > 0
+    metrics = json.load(open(os.path.join(v1, versions.METRICS_FILE)))
+    assert metrics["click"]["auc"] > 0.7  # the fake model's click score is informative
+    assert metrics["conversion"]["output"] == "conversion_probability"
+    assert len(os.listdir(os.path.join(v1, "assets"))) == len(fake_run.cfg.data.categorical)  # TFT vocabularies
+    result = fake_run.result
+    assert "curl -s -X POST" in result["message"] and "serving.client --grpc" in result["message"]
+    assert os.path.exists(os.path.join(fake_run.run_dir.root, result["plots"][0]))
+
+
+def test_warmup_requests(fake_run):
+    logs = read_warmup(os.path.join(fake_run.model_dir, "1"))
+    assert len(logs) == fake_run.cfg.export.warmup_examples == 16
+    req = logs[0].predict_log.request
+    assert req.model_spec.name == "ranker" and req.model_spec.signature_name == "serving_default"
+    assert list(req.inputs) == ["examples"]
+
+
+def _spec(info):
+    return info.dtype, [d.size for d in info.tensor_shape.dim]
+
+
+def test_signatures_with_saved_model_cli(fake_run):
+    from tensorflow.core.framework import types_pb2 as t
+    from tensorflow.python.tools import saved_model_cli
+
+    sigs = saved_model_cli.get_signature_def_map(os.path.join(fake_run.model_dir, "1"), "serve")
+    assert {"serving_default", "predict_raw", "classification", "regression"} <= set(sigs)
+    sd = sigs["serving_default"]
+    assert sd.method_name == "tensorflow/serving/predict"
+    assert {k: _spec(v) for k, v in sd.inputs.items()} == {"examples": (t.DT_STRING, [-1])}
+    # probabilities only (no logits, no aux towers)
+    assert {k: _spec(v) for k, v in sd.outputs.items()} == {
+        "click_probability": (t.DT_FLOAT, [-1]), "conversion_probability": (t.DT_FLOAT, [-1])}
+    raw = {k: _spec(v) for k, v in sigs["predict_raw"].inputs.items()}
+    expected = {c: (t.DT_STRING, [-1]) for c in fake_run.cfg.data.categorical}
+    expected.update({c: (t.DT_FLOAT, [-1]) for c in fake_run.cfg.data.numeric})
+    assert raw == expected
+    assert set(sigs["predict_raw"].outputs) == set(sd.outputs)
+    cl = sigs["classification"]
+    assert cl.method_name == "tensorflow/serving/classify"
+    assert {k: _spec(v) for k, v in cl.inputs.items()} == {"inputs": (t.DT_STRING, [-1])}
+    assert {k: _spec(v) for k, v in cl.outputs.items()} == {
+        "scores": (t.DT_FLOAT, [-1, 2]), "classes": (t.DT_STRING, [-1, 2])}
+    rg = sigs["regression"]
+    assert rg.method_name == "tensorflow/serving/regress"
+    assert {k: _spec(v) for k, v in rg.outputs.items()} == {"outputs": (t.DT_FLOAT, [-1])}
+
+
+def test_classification_scores_match_probability(fake_run):
+    from serving.gate import predict_examples
+    from serving.raw_examples import read_split, to_example
+
+    cfg = fake_run.cfg
+    rows = read_split(cfg, *fake_run.run_dir.raw_input(cfg), "test", 5)
+    examples = [to_example(cfg, r["features"]) for r in rows]
+    model = SessionModel(os.path.join(fake_run.model_dir, "1"))
+    try:
+        p = predict_examples(model, examples)["click_probability"]
+        cls = model.run("classification", {"inputs": examples})
+        np.testing.assert_allclose(cls["scores"][:, 1], p, atol=1e-7)
+        np.testing.assert_allclose(cls["scores"].sum(axis=1), 1.0, atol=1e-6)
+        assert cls["classes"].tolist() == [[b"0", b"1"]] * len(rows)
+        np.testing.assert_allclose(model.run("regression", {"inputs": examples})["outputs"], p, atol=1e-7)
+    finally:
+        model.close()
+
+
+def test_set_method_names_rejects_unknown_signature(fake_run, tmp_path):
+    import shutil
+
+    d = str(tmp_path / "m")
+    shutil.copytree(os.path.join(fake_run.model_dir, "1"), d)
+    with pytest.raises(ValueError, match="signature 'nope' not in"):
+        set_method_names(d, {"nope": "tensorflow/serving/classify"})
+
+
+def test_probability_outputs_requires_one():
+    assert probability_outputs(["a_logit", "a_probability", "ctcvr_probability"]) == ["a_probability", "ctcvr_probability"]
+    with pytest.raises(ValueError, match="Received outputs"):
+        probability_outputs(["a_logit"])
