@@ -84,6 +84,8 @@ class MultiTaskRanker(tfrs.models.Model):
         self.funnel_product = FunnelProduct(name="funnel_product") if self.esmm else None
         self.ranking_tasks = {t: ranking_task(t) for t in self.task_names}
         self.aux_ranking_tasks = {t: ranking_task(f"aux_{t}", with_metrics=False) for t in self.aux_towers}
+        # Keras logs the last batch's "loss"; this is the epoch mean (train) / split mean (validation).
+        self.mean_loss = keras.metrics.Mean(name="mean_loss")
 
     # ------------------------------------------------------------------ forward
     def task_representations(self, features, training=False) -> dict:
@@ -155,7 +157,9 @@ class MultiTaskRanker(tfrs.models.Model):
 
     def compute_loss(self, inputs, training=False):
         fwd = self.forward(inputs, training=training)
-        return self.supervised_loss(inputs, fwd, training) + self.extra_loss(inputs, fwd, training)
+        loss = self.supervised_loss(inputs, fwd, training) + self.extra_loss(inputs, fwd, training)
+        self.mean_loss.update_state(loss)
+        return loss
 
     # ------------------------------------------------------------------ serving
     def serving_inputs(self) -> dict:

@@ -17,7 +17,6 @@ from typing import Optional
 import numpy as np
 
 import models  # noqa: F401  (Keras 2)
-import tensorflow as tf
 import tf_keras as keras
 
 from models import model_io
@@ -48,7 +47,7 @@ def count_params(model) -> int:
 
 def monitor_mode(monitor: str, tasks: list[str]) -> str:
     """'max' for AUC monitors, 'min' for losses; ConfigError for an unknown monitor."""
-    known = ["auc_mean", "loss", "total_loss"] + [f"{t}_auc" for t in tasks]
+    known = ["auc_mean", "mean_loss", "loss", "total_loss"] + [f"{t}_auc" for t in tasks]
     known += [f"val_{k}" for k in known]
     if monitor not in known:
         raise ConfigError(f"training.monitor: expected one of {known}, got {monitor!r}")

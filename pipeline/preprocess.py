@@ -3,9 +3,9 @@
 One Beam pipeline (any runner; see ``pipeline.beam_options``)::
 
     ReadRawRecords -> ValidateRecords -+-> dead letters (JSON lines)
-                                       +-> SplitRecords -> train -> AnalyzeDataset -> transform_fn
-                                                           train/validation/test -> TransformDataset
-                                                                                 -> gzip TFRecords
+                                       +-> SplitRecords -> ToRecordBatches (Arrow)
+                                            train -> AnalyzeDataset -> transform_fn
+                                            train/validation/test -> TransformDataset -> gzip TFRecords
     + CountRecords (read, valid, dead letters by reason, per split) -> stats.json
 
 Everything is written into a temporary directory beside ``run_dir.preprocess_dir`` and moved
@@ -28,14 +28,14 @@ import time
 import apache_beam as beam
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
 
 from pipeline import features, preprocess_stats
 from pipeline.beam_options import pipeline_options
 from pipeline.raw_io import ReadRawRecords, check_inputs
+from pipeline.record_batches import ToRecordBatches, raw_tensor_adapter_config
 from pipeline.run_dir import RunDir, atomic_dir, write_json_atomic
 from pipeline.split import SPLITS, SplitRecords, split_columns
-from pipeline.transform import bucket_features, make_preprocessing_fn, raw_tft_feature_spec, vocabulary_name
+from pipeline.transform import bucket_features, make_preprocessing_fn, vocabulary_name
 from pipeline.validation import ValidateRecords, WriteDeadLetters
 
 log = logging.getLogger("pipeline.preprocess")
@@ -64,17 +64,10 @@ class _Layout:
         return os.path.join(self.data_dir, split)
 
 
-def _encode_examples(transformed, split: str):
-    data, metadata = transformed
-    coder = tft.coders.ExampleProtoCoder(metadata.schema)
-    return data | f"Encode[{split}]" >> beam.Map(coder.encode)
-
-
 def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: _Layout) -> None:
     """Adds the whole preprocessing graph to ``p`` (construction only; the caller runs it)."""
     columns = features.raw_columns(cfg)
     split_cfg = cfg.preprocess.split
-    raw_metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_tft_feature_spec(cfg))
 
     records = p | "ReadRawRecords" >> ReadRawRecords(pattern, fmt, cfg)
     checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True)
@@ -84,13 +77,18 @@ def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: _Layou
     _ = ({"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters, **splits}
          | "CountRecords" >> preprocess_stats.CountRecords(layout.counts))
 
-    raw = {s: splits[s] | f"Features[{s}]" >> beam.Map(lambda r: r["features"]) for s in SPLITS}
-    transform_fn = ((raw["train"], raw_metadata)
+    adapter = raw_tensor_adapter_config(cfg)
+    raw = {s: (splits[s]
+               | f"Features[{s}]" >> beam.Map(lambda r: r["features"])
+               | f"ToRecordBatches[{s}]" >> ToRecordBatches(cfg)) for s in SPLITS}
+    transform_fn = ((raw["train"], adapter)
                     | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg)))
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(layout.transform_output)
     for s in SPLITS:
-        transformed = ((raw[s], raw_metadata), transform_fn) | f"TransformDataset[{s}]" >> tft_beam.TransformDataset()
-        _ = (_encode_examples(transformed, s)
+        transformed = (((raw[s], adapter), transform_fn)
+                       | f"TransformDataset[{s}]" >> tft_beam.TransformDataset(output_record_batches=True))
+        _ = (transformed
+             | f"EncodeExamples[{s}]" >> tft_beam.EncodeTransformedDataset()
              | f"WriteTFRecords[{s}]" >> beam.io.WriteToTFRecord(
                  layout.split_prefix(s), file_name_suffix=".tfrecord.gz", num_shards=cfg.preprocess.num_shards))
 

@@ -43,9 +43,9 @@ COLUMNS = [
 _CALIBRATION_BLOCKS = 5
 _WORLD, _BLOCK, _CALIBRATION = 0, 1, 2  # random stream ids
 _CONTEXT_DIMS = 7  # hour (cos, sin), device one-hot (4), user activity
-_NONLINEARITY = 0.3  # std of the random-feature frequencies: higher, wigglier affinities
+_NONLINEARITY = 0.4  # std of the random-feature frequencies: higher, wigglier affinities
 _ITEM_SHARE = 0.2  # weight of the per-item part of an item latent (the rest: its category's)
-_ID_SHARE = 0.2  # weight of the user-id latent affinity next to the context affinity
+_ID_SHARE = 0.1  # weight of the user-id latent affinity next to the context affinity
 
 
 def _sigmoid(z):

@@ -30,6 +30,7 @@ def _save(cfg, run_dir, info, role, model_cfg):
     return model
 
 
+@pytest.mark.slow
 def test_evaluates_every_role_against_per_impression_labels(fake):
     cfg, run_dir, info = fake
     teacher_cfg = dataclasses.replace(cfg.model, esmm=True)

@@ -1,0 +1,30 @@
+"""The strategy chooser (the multi-worker run itself is tested elsewhere)."""
+import models  # noqa: F401  (Keras 2)
+import pytest
+import tensorflow as tf
+
+from models.builder import build_ranker
+from models.distribute import get_strategy
+from pipeline.config import DistributeConfig
+from pipeline.errors import ConfigError
+from pipeline.features import FeatureInfo
+from tests.models.fake_data import CARDINALITIES, NUMERIC
+
+
+def test_default_and_mirrored_strategies(tiny_model_config):
+    assert get_strategy(DistributeConfig()) is tf.distribute.get_strategy()
+    mirrored = get_strategy(DistributeConfig(strategy="mirrored"))
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    info = FeatureInfo(categorical=dict(CARDINALITIES), numeric=list(NUMERIC), tasks=["click", "conversion"])
+    cfg = tiny_model_config
+    with mirrored.scope():
+        model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
+    assert model.distribute_strategy is mirrored
+
+
+def test_multi_worker_needs_a_cluster(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        get_strategy(DistributeConfig(strategy="multi_worker"))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        get_strategy(DistributeConfig(strategy="multi_worker", tf_config="{oops"))
