@@ -129,8 +129,7 @@ def main(argv=None) -> int:
     if args.phase:
         print(json.dumps(run_phase(args.phase, args)), flush=True)
         return 0
-    child_argv = [a for a in argv]
-    results = [_child(phase, child_argv) for phase in ("generate", "baseline", "stage")]
+    results = [_child(phase, list(argv)) for phase in ("generate", "baseline", "stage")]
     print(f"\n{'phase':<10} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'peak RSS MB (self / largest child)':>36}")
     for r in results:
         print(f"{r['phase']:<10} {r['rows']:>10,} {r['seconds']:>9.1f} {r['rows_per_second']:>10,.0f} "

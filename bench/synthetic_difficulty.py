@@ -20,6 +20,7 @@ not the pipeline's model code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ def load_data(cfg, extra_test_rows: int) -> tuple[pd.DataFrame, pd.DataFrame, pd
     """Rows of the config's generator split 80/10/10, plus extra test rows of the same seed."""
     s = cfg.synthetic
     total = s.rows + extra_test_rows
-    s_all = type(s)(**{**s.__dict__, "rows": total, "chunk_rows": max(s.chunk_rows, 100_000)})
+    s_all = dataclasses.replace(s, rows=total, chunk_rows=max(s.chunk_rows, 100_000))
     frame = pd.concat(list(iter_chunks(s_all)), ignore_index=True)
     n_train, n_val = int(0.8 * s.rows), int(0.1 * s.rows)
     return frame.iloc[:n_train], frame.iloc[n_train:n_train + n_val], frame.iloc[n_train + n_val:]
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     print(f"wall time: generate {gen_seconds:.1f} s, training+scoring {wall}, total {time.monotonic() - start:.1f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"synthetic": s.__dict__, "results": results}, f, indent=2)
+            json.dump({"synthetic": dataclasses.asdict(s), "results": results}, f, indent=2)
     return 0
 
 

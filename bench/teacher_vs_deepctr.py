@@ -156,7 +156,10 @@ def run_peer(python: str, data: str, name: str, seed: int, epochs: int, reimplem
         out = f.name
     cmd = [python, os.path.abspath(__file__), "--peer-worker", name, "--data", data, "--out", out,
            "--seed", str(seed), "--epochs", str(epochs)] + (["--reimplement"] if reimplement else [])
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # DeepCTR checks PyPI for a newer version on import: point that request at a closed
+    # loopback port so the benchmark never leaves the machine.
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} (seed {seed}) failed:\n{proc.stderr[-3000:]}")

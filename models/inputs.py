@@ -74,7 +74,11 @@ def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Multi-worker training: shard by record, not by file, so a split with fewer shards
+    # than workers (e.g. one validation file) still gives every worker its part.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def features_only(batch: dict, feature_info: FeatureInfo) -> dict:

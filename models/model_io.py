@@ -12,6 +12,7 @@ import os
 import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
+from models import multi_worker
 from pipeline import config as config_module
 from pipeline.config import FunnelConfig, ModelConfig, TaskConfig
 from pipeline.errors import InputError
@@ -37,6 +38,10 @@ def save_trained(run_dir, role: str, model, model_cfg, feature_info, tasks, funn
     """Writes serving_model/ (atomically), model_config.json and metrics.json; returns their paths."""
     model_dir = run_dir.model_dir(role)
     path = serving_model_dir(run_dir, role)
+    if not multi_worker.is_chief():  # multi-worker: every worker saves, only the chief's copy is kept
+        with multi_worker.write_dir(path) as tmp:
+            model.serving_model().save(tmp)
+        return {}
     with atomic_dir(path) as tmp:
         model.serving_model().save(tmp)
     write_json_atomic(os.path.join(model_dir, MODEL_CONFIG), {

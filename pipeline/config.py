@@ -92,17 +92,17 @@ class SyntheticConfig:
     seed: int = 7
     format: str = _f("csv", choices=["csv", "parquet"])
     chunk_rows: int = _f(100_000, lo=1)
-    num_users: int = _f(5_000, lo=1)
-    num_items: int = _f(2_000, lo=1)
-    num_categories: int = _f(30, lo=1)
-    latent_dim: int = _f(8, lo=1)
+    num_users: int = _f(1_000, lo=1)
+    num_items: int = _f(300, lo=1)
+    num_categories: int = _f(12, lo=1)
+    latent_dim: int = _f(16, lo=1)
     # 1.0: conversion given click is driven by the same user x item affinity as click;
     # 0.0: by an independent one.
     task_correlation: float = _f(0.5, lo=0.0, hi=1.0)
     # Weight of the latent user x item affinities in both logits (see pipeline/synthetic_model.py).
     interaction_scale: float = _f(1.0, lo=0.0)
-    click_rate: float = _f(0.06, lo=0.0, hi=1.0, lo_open=True)
-    conversion_rate: float = _f(0.02, lo=0.0, hi=1.0, lo_open=True)  # per impression
+    click_rate: float = _f(0.08, lo=0.0, hi=1.0, lo_open=True)
+    conversion_rate: float = _f(0.025, lo=0.0, hi=1.0, lo_open=True)  # per impression
 
 
 # ----------------------------------------------------------------------------- preprocess

@@ -5,26 +5,31 @@ items); ``World.impressions(block)`` then draws a fixed-size block of impression
 own random stream, so a row's content depends only on (seed, row index), never on how the
 rows are chunked into files.
 
-The probabilities (``a`` = ``interaction_scale``, ``rho`` = ``task_correlation``)::
+The probabilities (``a`` = ``interaction_scale``, ``rho`` = ``task_correlation``, ``d`` =
+``latent_dim``; ``act_u`` is the user's standardized log activity, ``rel`` the impression's
+log price minus its category's, ``x`` the observed context [cos, sin of the hour, device
+one-hot, act_u])::
 
-    aff1   = <U_u, V_i>                       latent user x item affinity, std 1
-    aff2   = <U'_u, V'_i>                     an independent one, std 1
+    phi_k(x)  = cos(w_k . x + c_k), k = 1..d       random features, w_k ~ N(0, 0.4^2)
+    V_i       = sqrt(1 - 0.2^2) C_category(i) + 0.2 E_i   item latent (mostly its category's)
+    aff       = <phi(x), V_i> + 0.1 <U_u, V_i>     user x item affinity, each part scaled to std 1
     logit(p_click) = b_click + a * aff1 + b_u + b_i + DH[device, hour]
-                     + amp_u * cos(2 pi hour / 24 - phase_u)      (user x hour)
-                     + 0.4 * [device == favourite_device_u]        (user x device)
-                     - 0.5 * sens_u * (log price - log category price)
+                     + 0.3 [device == favourite_device_u] - 0.5 exp(-0.3 act_u) rel / 0.4
     logit(p_cvr | click) = b_cvr + a * (rho * aff1 + sqrt(1 - rho^2) * aff2)
-                     + 0.5 * quality_i - 1.0 * sens_u * (log price - log category price)
-                     + 0.3 * tanh(log1p(tenure_u) - 5) + 0.4 * b_u
-    p_conversion = p_click * p_cvr                (per impression)
+                     + 0.5 quality_i - 0.8 rel / 0.4 + 0.3 tanh(tenure_z_u) + 0.5 b_u
+    p_conversion = p_click * p_cvr                 (per impression)
 
-The two affinities are mixed with weights ``rho`` and ``sqrt(1 - rho^2)`` (the MMoE paper's
-construction): the mix keeps std 1 whatever the knob, and its correlation with ``aff1`` is
-exactly ``rho``. Item latents share a per-category part, so ``item_category`` carries
-signal too. ``b_click`` and ``b_cvr`` are solved by bisection on a calibration sample so the
-mean click rate is ``click_rate`` and the mean conversion per impression is
-``conversion_rate``. The numeric columns are noisy views of the latent tables
-(``user_activity`` follows b_u, ``item_rating`` follows quality_i, ...).
+``aff1`` and ``aff2`` use independent frequencies, item and user latents. They are mixed
+with weights ``rho`` and ``sqrt(1 - rho^2)`` (the MMoE paper's construction), so the mix
+keeps its scale whatever the knob and correlates with ``aff1`` exactly by ``rho``. The
+affinity is rank ``d`` in the item latent: a model whose item / category embeddings are
+narrower than ``d`` (the 4-dim student) cannot represent it, a 16-dim one (the teacher)
+can. ``b_click`` and ``b_cvr`` are solved by bisection on a calibration sample so the mean
+click rate is ``click_rate`` and the mean conversion per impression ``conversion_rate``.
+The numeric columns are views of the latent tables: ``user_activity`` reveals act_u (and
+most of b_u = 0.4 act_u + noise), ``item_rating`` reveals quality_i, ``user_tenure_days``
+the tenure, ``item_popularity`` the item's sampling weight. bench/synthetic_difficulty.py
+measures how much of this a full-size and a small model learn.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import os
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 
-from models import model_io, plots
+from models import model_io, multi_worker, plots
 from models.builder import build_ranker
 from models.distribute import get_strategy
 from models.training import train_model
@@ -22,6 +22,10 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> dict:
     with get_strategy(cfg.training.distribute).scope():
         model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=cfg.training.seed)
     result = train_model(cfg, run_dir, role, model, model_cfg=model_cfg, feature_info=info)
+    if not multi_worker.is_chief():  # the chief writes the artifacts, plot and report
+        kind, index = multi_worker.task()
+        return {"rows": result.rows, "metrics": {"epochs_run": len(result.epochs), "params": result.params},
+                "message": f"{role}: {kind} {index} done; the chief wrote the artifacts"}
     plot = plots.training_curves(result.history, cfg.task_names, os.path.join(run_dir.plots_dir, f"{role}_training.png"),
                                  f"{role}: {model_cfg.backbone}, aux towers {'on' if model_cfg.aux.enabled else 'off'}")
     val = {k: round(v, 5) for k, v in result.best_metrics.items() if k.startswith("val_") and "auc" in k}

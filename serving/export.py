@@ -155,9 +155,8 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
         shutil.rmtree(build, ignore_errors=True)
         raise
     log.info("export: published %s", final)
-    example = None
-    if warm:
-        example = {c: warm[0]["features"][c] for c in cfg.data.categorical + cfg.data.numeric}
+    sample = (warm or test)[:1]
+    example = {c: sample[0]["features"][c] for c in cfg.data.categorical + cfg.data.numeric} if sample else None
     return {"blessing": blessing, "version_dir": final, "version": version, "example": example}
 
 

@@ -34,6 +34,7 @@ def trained_teacher(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_distill_stage_writes_student_scores_and_table(trained_teacher):
     run_dir = trained_teacher
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"),

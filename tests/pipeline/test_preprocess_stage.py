@@ -18,6 +18,7 @@ from tests.pipeline import preprocess_fixtures as fx
 
 N_GOOD = 300
 ALLOWED = "preprocess.max_dead_letter_fraction=0.05"
+BUCKETS = "preprocess.numeric.quantile_buckets=4"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def logs(tmp_path_factory):
 def stage(logs):
     d, path, _ = logs
     run_dir = RunDir(str(d / "run1"))
-    result = run_stage(fx.files_config(path, "csv", ALLOWED), run_dir, None)
+    result = run_stage(fx.files_config(path, "csv", ALLOWED, BUCKETS), run_dir, None)
     return run_dir, result
 
 
@@ -68,6 +69,7 @@ def test_outputs_follow_the_feature_contract(stage):
     cfg = fx.files_config("x")
     expected = {c: tf.int64 for c in cfg.data.categorical}
     expected.update({n: tf.float32 for n in cfg.data.numeric})
+    expected.update({n + features.BUCKET_SUFFIX: tf.int64 for n in cfg.data.numeric})
     expected.update({features.label_key(t): tf.float32 for t in cfg.task_names})
     expected.update({features.WEIGHT_KEY: tf.float32, features.GROUP_KEY: tf.int64,
                      "p_click": tf.float32, "p_conversion": tf.float32})
@@ -79,6 +81,8 @@ def test_outputs_follow_the_feature_contract(stage):
     for c, card in info.categorical.items():
         assert max(int(p[c]) for p in parsed) < card
     assert info.categorical["device"] == 3 + 1 + 1  # ios/android/web, missing, one OOV bucket
+    assert info.categorical["price_bucket"] == 4
+    assert {int(p["price_bucket"]) for p in parsed} == {0, 1, 2, 3}  # quartiles of the training split
     vocab = tft.TFTransformOutput(run_dir.transform_output_dir).vocabulary_by_name("vocab_device")
     assert MISSING_TOKEN.encode() in vocab
     assert read_json(run_dir.raw_feature_spec_file)["price"] == {"dtype": "float32", "shape": []}
@@ -120,7 +124,7 @@ def test_rerun_through_the_cli_gives_identical_splits(stage, logs):
     other = str(d / "run2")
     code = main(["preprocess", "--run-dir", other, "--set", "data.source=files", "--set", f"data.path={path}",
                  "--set", "preprocess.beam.direct_running_mode=in_memory", "--set", "preprocess.num_shards=1",
-                 "--set", ALLOWED])
+                 "--set", ALLOWED, "--set", BUCKETS])
     assert code == 0
     spec = tft.TFTransformOutput(run_dir.transform_output_dir).transformed_feature_spec()
 

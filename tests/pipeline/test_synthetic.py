@@ -36,7 +36,11 @@ def _read_all(directory, fmt="csv"):
 
 
 def _bytes(directory):
-    return {os.path.basename(f): open(f, "rb").read() for f in sorted(glob.glob(os.path.join(directory, "part-*")))}
+    out = {}
+    for path in sorted(glob.glob(os.path.join(directory, "part-*"))):
+        with open(path, "rb") as f:
+            out[os.path.basename(path)] = f.read()
+    return out
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):

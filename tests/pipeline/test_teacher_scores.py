@@ -124,3 +124,23 @@ def test_handler_rejects_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         TeacherModelHandler(**args)
+
+
+def test_score_with_teacher_transform_composes_in_a_test_pipeline(teacher):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline.teacher_scores import ScoreWithTeacher
+
+    path, _ = teacher
+    handler = TeacherModelHandler(path, DTYPES, {"click": "click_logit"}, batch_size=3)
+
+    def summary(serialized):
+        e = tf.train.Example.FromString(serialized)
+        return int(e.features.feature["cat"].int64_list.value[0]), "teacher_logit_click" in e.features.feature
+
+    with TestPipeline(options=pipeline_options(_Beam())) as p:
+        out = p | beam.Create([_example(i) for i in range(7)]) | ScoreWithTeacher(handler)
+        assert_that(out.scored | beam.Map(summary), equal_to([(i % 5, True) for i in range(7)]), label="Scored")
+        assert_that(out.dead_letters, equal_to([]), label="NoDeadLetters")

@@ -45,9 +45,9 @@ def fake_run(tmp_path_factory):
                                  model_dir=os.path.join(run_dir.serving_base(), "ranker"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(tiny_base):
-    """A server on ephemeral ports over ``tiny_base`` (its own copy, so tests may publish)."""
+    """A server on ephemeral ports over ``tiny_base`` (read-only: tests that publish use ``own_base``)."""
     from serving.server import ModelServer
 
     srv = ModelServer(tiny_base, rest_port=0, grpc_port=0, poll_seconds=0.1, max_batch_size=8).start()

@@ -69,21 +69,26 @@ def test_failed_version_is_reported_and_old_keeps_serving(own_base):
     store.stop()
 
 
-def test_version_is_not_served_before_warmup_passes(own_base, tmp_path):
-    calls = []
+def test_version_whose_warmup_fails_is_never_served(own_base):
+    import shutil
 
-    class _Loader:
-        def __init__(self, path):
-            calls.append(path)
-            raise RuntimeError("warmup replay failed")
+    from serving.warmup import write_warmup
 
-    store = ModelStore(own_base, poll_seconds=0.1, loader=_Loader)
+    store = ModelStore(own_base, poll_seconds=0.1)
     store.poll_once()
+    v2 = os.path.join(own_base, "tiny", "2")
+    shutil.copytree(os.path.join(own_base, "tiny", "1"), v2)
+    write_warmup(v2, [b"not an example"], "tiny")
+    store.poll_once()
+    st = {s["version"]: s for s in store.status("tiny")}
+    assert st[2]["state"] == "END" and "WarmupError" in st[2]["error"]
+    with store.acquire("tiny") as (version, _):
+        assert version == 1
     with pytest.raises(RequestError) as e:
-        with store.acquire("tiny"):
+        with store.acquire("tiny", 2):
             pass
-    assert e.value.http_code == 404 and calls
-    assert store.status("tiny")[0]["error"].endswith("warmup replay failed")
+    assert e.value.http_code == 404
+    store.stop()
 
 
 def test_hidden_and_non_integer_directories_are_ignored(own_base):
