@@ -158,7 +158,7 @@ class ExpertsConfig:
 
     num_shared: int = _f(4, lo=1)  # MMoE: all experts; PLE: shared experts per level
     num_specific: int = _f(1, lo=0)  # PLE only: experts per task per level
-    units: list[int] = _f(factory=lambda: [64])
+    units: list[int] = _f(factory=lambda: [64], lo=1)
     levels: int = _f(1, lo=1)  # PLE only: number of CGC layers
 
 
@@ -168,7 +168,7 @@ class AuxTowerConfig:
 
     enabled: bool = True
     kind: str = _f("linear", choices=["linear", "mlp"])
-    units: list[int] = _f(factory=lambda: [8])  # kind=mlp only
+    units: list[int] = _f(factory=lambda: [8], lo=1)  # kind=mlp only
     gamma: float = _f(0.5, lo=0.0)
 
 
@@ -176,9 +176,9 @@ class AuxTowerConfig:
 class ModelConfig:
     backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
     embedding_dim: int = _f(16, lo=1)
-    bottom_units: list[int] = _f(factory=lambda: [256, 128])
+    bottom_units: list[int] = _f(factory=lambda: [256, 128], lo=1)
     experts: ExpertsConfig = _f(factory=ExpertsConfig)
-    tower_units: list[int] = _f(factory=lambda: [64])
+    tower_units: list[int] = _f(factory=lambda: [64], lo=1)
     dropout: float = _f(0.0, lo=0.0, hi=1.0)
     l2: float = _f(0.0, lo=0.0)
     aux: AuxTowerConfig = _f(factory=AuxTowerConfig)
