@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         if stage.name in ("preprocess", "distill", "predict"):
             _beam_options(p)
         if stage.name == "predict":
-            p.add_argument("--input", metavar="GLOB", help="raw input files to score (default: the run's test data)")
+            p.add_argument("--input", metavar="GLOB", help="raw input files to score (default: the run's raw input data)")
             p.add_argument("--output", metavar="DIR", help="output directory (default: <run-dir>/predictions)")
             p.add_argument("--format", choices=["csv", "jsonl", "parquet", "tfrecord"],
                            help="input format (default: data.format of the config)")

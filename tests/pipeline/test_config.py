@@ -68,6 +68,8 @@ def test_wrong_type_names_the_key(override, message):
         ("synthetic.click_rate=0", r"synthetic\.click_rate: expected a value > 0.0, got 0.0"),
         ("synthetic.interaction_scale=-1", r"synthetic\.interaction_scale: expected a value >= 0.0"),
         ("serving.rest_port=70000", r"serving\.rest_port: expected a value <= 65535"),
+        ("model.bottom_units=[64, 0]", r"model\.bottom_units: expected a value >= 1, got 0"),
+        ("distill.student.tower_units=[-2]", r"distill\.student\.tower_units: expected a value >= 1, got -2"),
     ],
 )
 def test_out_of_range_names_the_key(override, message):
