@@ -128,7 +128,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.phase:
         print(json.dumps(run_phase(args.phase, args)), flush=True)
-        return 0
+        sys.stderr.flush()
+        # Skip interpreter teardown: the DirectRunner's gRPC/TF state can segfault while being
+        # garbage-collected at exit, after the result is already printed.
+        os._exit(0)
     results = [_child(phase, list(argv)) for phase in ("generate", "baseline", "stage")]
     print(f"\n{'phase':<10} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'peak RSS MB (self / largest child)':>36}")
     for r in results:

@@ -25,6 +25,8 @@ import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 
+from models.ranker import MultiTaskRanker
+
 MODES = ("kd", "label_smoothing", "reweight", "none")
 TEACHER_LOGIT_PREFIX = "teacher_logit_"
 
@@ -161,13 +163,7 @@ class DistillationLoss(keras.losses.Loss):
         return config
 
 
-def _ranker_base():
-    from models.ranker import MultiTaskRanker
-
-    return MultiTaskRanker
-
-
-class DistilledRanker(_ranker_base()):
+class DistilledRanker(MultiTaskRanker):
     """A ``MultiTaskRanker`` (the student) trained with ``distillation_loss`` per task.
 
     The teacher's per-task logits are read from the batch (``teacher_logit_<task>``, written
@@ -211,10 +207,17 @@ class DistilledRanker(_ranker_base()):
             reps = teacher.task_representations(_dummy_inputs(teacher), training=False)
             self.adaptors = {t: FeatureAdaptor(int(reps[t].shape[-1]), name=f"adaptor_{t}") for t in self.task_names}
 
+    def forward(self, features, training=False) -> dict:
+        fwd = super().forward(features, training=training)
+        for t, adaptor in self.adaptors.items():  # variables exist before the optimizer is built
+            if not adaptor.built:  # called, not just built, so its variables are named adaptor_<t>/...
+                adaptor(fwd["representations"][t])
+        return fwd
+
     def _teacher(self, inputs):
         if self._teacher_forward is None:
             return None
-        return self._teacher_forward({k: v for k, v in inputs.items()})
+        return self._teacher_forward(inputs)
 
     def _teacher_logits(self, inputs, teacher_fwd) -> dict:
         from models.outputs import CTCVR, logit_key

@@ -36,7 +36,12 @@ def list_shards(file_pattern: str) -> list[str]:
 def count_examples(file_pattern: str) -> int:
     """Number of records in the gzip shards (reads them once, without parsing)."""
     ds = tf.data.TFRecordDataset(list_shards(file_pattern), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    try:
+        return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    except tf.errors.OpError as e:  # name the corrupt or truncated shard
+        from pipeline.artifact_checks import shard_error
+
+        raise shard_error([file_pattern], e) from None
 
 
 def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *, shuffle: bool = False,

@@ -13,6 +13,7 @@ import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
 from models import multi_worker
+from pipeline import artifact_checks
 from pipeline import config as config_module
 from pipeline.config import FunnelConfig, ModelConfig, TaskConfig
 from pipeline.errors import InputError
@@ -82,5 +83,5 @@ def load_model_config(run_dir, role: str):
 def load_serving_model(run_dir, role: str) -> keras.Model:
     """The role's serving model (dict in -> dict of logits/probabilities out)."""
     path = serving_model_dir(run_dir, role)
-    run_dir.require(path, "train" if role == "teacher" else "distill")
+    artifact_checks.require_saved_model(path, "train" if role == "teacher" else "distill")
     return keras.models.load_model(path, compile=False)

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 import models  # noqa: F401  (Keras 2)
+import tensorflow as tf
 import tf_keras as keras
 
 from models import model_io
@@ -126,8 +127,13 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
     cbs = make_callbacks(model_dir, t, task_names, role, epochs, backup=backup) + list(callbacks)
     log.info("%s: training %d epochs of %d steps (batch %d), %d parameters", role, epochs, steps, t.batch_size,
              count_params(model))
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=t.steps_per_epoch,
-                     callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
+    try:
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=t.steps_per_epoch,
+                         callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
+    except tf.errors.DataLossError as e:  # name the corrupt or truncated shard
+        from pipeline.artifact_checks import shard_error
+
+        raise shard_error([run_dir.split_pattern("train"), run_dir.split_pattern("validation")], e) from None
     per_epoch = steps * t.batch_size if (t.steps_per_epoch or not n_train) else n_train
     result = _result(hist, cbs, model, per_epoch)
     if save:

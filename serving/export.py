@@ -118,8 +118,12 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
 
     run_dir.require(run_dir.transform_output_dir, "preprocess")
     info = FeatureInfo.from_dict(read_json(run_dir.require(run_dir.feature_info_file, "preprocess"), "feature info"))
-    tft_output = tft.TFTransformOutput(run_dir.transform_output_dir)
-    keras_model = tf_keras.models.load_model(os.path.join(run_dir.model_dir(role), "serving_model"), compile=False)
+    from pipeline import artifact_checks
+
+    tft_output = tft.TFTransformOutput(artifact_checks.require_transform_output(run_dir.transform_output_dir))
+    model_path = artifact_checks.require_saved_model(os.path.join(run_dir.model_dir(role), "serving_model"),
+                                                     "train" if role == "teacher" else "distill")
+    keras_model = tf_keras.models.load_model(model_path, compile=False)
     task = cfg.export.classification_task or cfg.task_names[0]
     try:
         module = ServingModule(tft_output.transform_features_layer(), keras_model, serving_feature_spec(cfg),

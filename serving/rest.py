@@ -99,6 +99,8 @@ def _parse_json(body: bytes) -> dict:
         obj = json.loads(body.decode("utf-8") if body else "")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise invalid(f"JSON Parse error: {e}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: a bad request, not a server fault
+        raise invalid("JSON Parse error: the request nests arrays or objects too deeply") from None
     if not isinstance(obj, dict):
         raise invalid("JSON Parse error: the request body must be a JSON object")
     return obj

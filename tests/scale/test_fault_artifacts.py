@@ -1,0 +1,110 @@
+"""Broken artifacts end as one ``error: <file>: ...`` line from the CLI, not a traceback
+(issue 7: faults): a truncated or corrupt TFRecord shard, a missing vocabulary file, and a
+model directory without a SavedModel."""
+import os
+import shutil
+
+import models  # noqa: F401  (Keras 2)
+import pytest
+
+from pipeline import artifact_checks
+from pipeline.cli import main
+from pipeline.errors import InputError
+from tests.models.fake_data import TINY, make_fake_run
+
+
+def _cli_error(capsys, argv) -> str:
+    """Runs the CLI in-process; asserts exit code 2 and exactly one ``error:`` line; returns it."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def _truncate(path: str) -> None:
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def _corrupt(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(b"\x00garbage\xff" * 8)
+
+
+def _train_argv(run_dir):
+    return ["train", "--run-dir", run_dir.root] + [a for o in TINY + ["training.steps_per_epoch=2"] for a in ("--set", o)]
+
+
+@pytest.mark.parametrize("damage", [_truncate, _corrupt])
+def test_damaged_training_shard_is_named(tmp_path, capsys, damage):
+    run_dir, _ = make_fake_run(str(tmp_path / "run"))
+    shard = sorted(os.listdir(os.path.dirname(run_dir.split_pattern("train"))))[1]
+    path = os.path.join(os.path.dirname(run_dir.split_pattern("train")), shard)
+    damage(path)
+    line = _cli_error(capsys, _train_argv(run_dir))
+    assert path in line and "corrupt or truncated TFRecord" in line
+
+
+@pytest.mark.slow
+def test_truncated_validation_shard_is_named_when_fit_reads_it(tmp_path, capsys):
+    run_dir, _ = make_fake_run(str(tmp_path / "run"))
+    path = run_dir.split_pattern("validation").replace("*", "00000-of-00001")
+    _truncate(path)
+    line = _cli_error(capsys, _train_argv(run_dir))
+    assert path in line and "corrupt or truncated TFRecord" in line
+
+
+def test_intact_shards_are_not_blamed(tmp_path):
+    run_dir, _ = make_fake_run(str(tmp_path / "run"), sizes=(40, 10, 10))
+    original = RuntimeError("something else")
+    assert artifact_checks.shard_error([run_dir.split_pattern("train")], original) is original
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory):
+    """The serving tests' fake run directory (TFT output + teacher), built once."""
+    from tests.serving import fakes
+    from tests.serving.conftest import serving_config
+
+    return fakes.build_fake_run(serving_config(), str(tmp_path_factory.mktemp("fake") / "run"))
+
+
+def _copy(run_dir, tmp_path):
+    from pipeline.run_dir import RunDir
+
+    root = str(tmp_path / "copy")
+    shutil.copytree(run_dir.root, root)
+    return RunDir(root)
+
+
+@pytest.mark.slow
+def test_missing_vocabulary_file_is_named_by_export(exported_run, tmp_path, capsys):
+    run_dir = _copy(exported_run, tmp_path)
+    vocab = os.path.join(run_dir.transform_output_dir, "transform_fn", "assets", "user_id")
+    os.remove(vocab)
+    line = _cli_error(capsys, ["export", "--run-dir", run_dir.root, "--set", "export.min_auc={}"])
+    assert vocab in line and "vocabulary file missing" in line
+    assert not os.path.exists(run_dir.serving_base())  # nothing published
+
+
+@pytest.mark.slow
+def test_model_directory_without_savedmodel_is_named(exported_run, tmp_path, capsys):
+    run_dir = _copy(exported_run, tmp_path)
+    model_dir = run_dir.path("teacher", "serving_model")
+    os.remove(os.path.join(model_dir, "saved_model.pb"))
+    line = _cli_error(capsys, ["export", "--run-dir", run_dir.root, "--set", "export.min_auc={}"])
+    assert model_dir in line and "no SavedModel" in line
+    from models import model_io
+
+    with pytest.raises(InputError, match="no SavedModel"):
+        model_io.load_serving_model(run_dir, "teacher")  # evaluate and distill load through this
+
+
+def test_saved_model_check_names_missing_directory(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path}/nope: model directory not found"):
+        artifact_checks.require_saved_model(str(tmp_path / "nope"), "train")
