@@ -91,6 +91,8 @@ def test_online_teacher_supplies_logits_and_alignment_trains_adaptors_only_in_tr
     assert any("adaptor" in n for n in names)
     serving = model.serving_model()
     assert not [v.name for v in serving.variables if "adaptor" in v.name]
+    adaptor_vars = {id(v) for a in model.adaptors.values() for v in a.weights}
+    assert len(adaptor_vars) == 2 and not adaptor_vars & {id(v) for v in serving.variables}
     assert serving.count_params() < model.count_params()
 
 

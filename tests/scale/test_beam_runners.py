@@ -54,15 +54,12 @@ def test_teacher_scoring_on_two_worker_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_batch_predict_on_two_worker_processes(tmp_path):
+def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
     from serving import batch_predict
-    from serving.export import run_stage as export
-    from tests.serving import fakes
     from tests.serving.conftest import serving_config
 
     cfg = serving_config(*MP)
-    run_dir = fakes.build_fake_run(cfg, str(tmp_path / "run"))
-    export(cfg, run_dir, types.SimpleNamespace(model=None))
+    run_dir = exported_run
     raw = pd.read_csv(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv"))[0]).head(40)
     raw = raw.drop(columns=["click", "conversion"]).astype({"price": object})
     raw.loc[5, "price"] = "twelve"
