@@ -110,7 +110,27 @@ def _write_config(run_dir: str, rows: int) -> None:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 
 
-def run(args) -> dict:
+def _model_benches(args, results: dict, small: str, rows: int, save) -> None:
+    """Distillation scoring, student vs teacher latency and serving, on one trained run."""
+    trained = os.path.isdir(os.path.join(small, "teacher", "serving_model"))
+    if trained and "distill" not in args.skip:
+        results["distill_scoring"] = run_script("distill_scoring.py", ["--run-dir", small], args.timeout)
+        save(results)
+    if trained and "serving" not in args.skip and os.path.exists(os.path.join(BENCH, "serving.py")):
+        _write_config(small, rows)
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        results["serving"] = run_script("serving.py", ["--run-dir", small, "--requests", str(args.serving_requests),
+                                                       "--duration", "3", "--json", path], args.timeout)
+        if os.path.getsize(path):
+            with open(path, encoding="utf-8") as f:
+                results["serving"]["json"] = json.load(f)
+        os.remove(path)
+        save(results)
+
+
+def run(args, save=lambda results: None) -> dict:
+    """Runs the benchmarks in order; ``save(results)`` after each one (partial results survive a kill)."""
     sizes = [int(s) for s in args.rows_list.split(",") if s.strip()]
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "rows_list": sizes, "mode": args.mode, "epochs": args.epochs, "sizes": {}}
@@ -120,22 +140,12 @@ def run(args) -> dict:
         pp = run_script("preprocess.py", ["--rows", str(n), "--mode", args.mode, "--work-dir", work], args.timeout)
         pp["phases"] = parse_preprocess(pp["stdout"])
         entry["preprocess"] = pp
+        save(results)
         if pp["exit_code"] == 0 and "train" not in args.skip:
             entry["train"] = run_script("train.py", ["--run-dir", work, "--epochs", str(args.epochs)], args.timeout)
-    small = os.path.join(args.work_dir, f"rows_{min(sizes)}")
-    trained = os.path.isdir(os.path.join(small, "teacher", "serving_model"))
-    if trained and "distill" not in args.skip:
-        results["distill_scoring"] = run_script("distill_scoring.py", ["--run-dir", small], args.timeout)
-    if trained and "serving" not in args.skip and os.path.exists(os.path.join(BENCH, "serving.py")):
-        _write_config(small, min(sizes))
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-            path = f.name
-        results["serving"] = run_script("serving.py", ["--run-dir", small, "--requests", str(args.serving_requests),
-                                                       "--duration", "3", "--json", path], args.timeout)
-        if os.path.getsize(path):
-            with open(path, encoding="utf-8") as f:
-                results["serving"]["json"] = json.load(f)
-        os.remove(path)
+            save(results)
+        if n == min(sizes):  # model benchmarks on the smallest trained run, before the long sizes
+            _model_benches(args, results, work, n, save)
     if args.deepctr_run_dir and os.path.exists(os.path.join(BENCH, "teacher_vs_deepctr.py")):
         out = os.path.join(args.work_dir, "teacher_vs_deepctr.json")
         results["teacher_vs_deepctr"] = run_script(
@@ -173,14 +183,16 @@ def main(argv=None) -> int:
     from bench.report_md import render
     from pipeline.run_dir import write_json_atomic
 
-    results = run(args)
-    write_json_atomic(args.output, results)
-    text = render(results)
-    tmp = args.markdown + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, args.markdown)
-    print(text)
+    def save(results: dict) -> str:
+        write_json_atomic(args.output, results)
+        text = render(results)
+        tmp = args.markdown + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.markdown)
+        return text
+
+    print(save(run(args, save)))
     print(f"results: {args.output}\ntable:   {args.markdown}")
     return 0
 

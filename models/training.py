@@ -20,7 +20,7 @@ import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 
-from models import model_io
+from models import model_io, multi_worker
 from models.callbacks import AucMean, EpochLog, EpochSummaries
 from models.inputs import count_examples, make_dataset
 from pipeline.errors import ConfigError
@@ -75,7 +75,8 @@ def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], rol
         cbs.append(keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "best"),
                                                    monitor=training_cfg.monitor, mode=mode, save_best_only=True,
                                                    save_weights_only=True))
-        cbs.append(EpochSummaries(os.path.join(model_dir, "logs")))
+        if multi_worker.is_chief():  # one set of TensorBoard event files, not one per worker
+            cbs.append(EpochSummaries(os.path.join(model_dir, "logs")))
         if backup:
             cbs.append(keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")))
     return cbs

@@ -10,8 +10,10 @@ import models  # noqa: F401  (Keras 2)
 import pytest
 import tensorflow as tf
 
+from pipeline.config import load_config
 from pipeline.run_dir import RunDir
 from pipeline.stages import run_stage
+from tests.conftest import REPO
 from tests.pipeline import preprocess_fixtures as fx
 from tests.scale import procs
 
@@ -26,13 +28,9 @@ def _records(pattern: str) -> int:
 
 
 @pytest.mark.slow
-def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_once(tmp_path, tiny_config):
+def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_once(tmp_path):
     run_dir = RunDir(str(tmp_path / "run"))
-    for o in SMALL:
-        key, value = o.split("=")
-        section, name = key.split(".")
-        setattr(getattr(tiny_config, section), name, type(getattr(getattr(tiny_config, section), name))(value))
-    run_stage("generate", tiny_config, run_dir, None)
+    run_stage("generate", load_config(os.path.join(REPO, "configs", "default.yaml"), SMALL), run_dir, None)
     raw = sorted(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv")))
     with open(raw[0], "a", encoding="utf-8") as f:  # known bad rows: they must end as dead letters
         f.write("\n".join(BAD) + "\n")

@@ -52,6 +52,7 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     teacher = run_dir.model_dir("teacher")
     assert {"saved_model.pb", "variables"} <= set(os.listdir(os.path.join(teacher, "serving_model")))
     assert not [d for d in os.listdir(teacher) if d.startswith(("worker", ".tmp"))], os.listdir(teacher)
+    assert len(os.listdir(os.path.join(teacher, "logs", "train"))) == 1  # the chief's TensorBoard events only
     metrics = json.load(open(os.path.join(teacher, "metrics.json")))
     assert len(metrics["history"]["loss"]) == 2
     assert json.load(open(os.path.join(teacher, "model_config.json")))["feature_info"] == info.to_dict()
