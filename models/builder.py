@@ -9,6 +9,7 @@ import tf_keras as keras
 
 from models.backbones import backbone_from_config
 from models.embedding import FeatureEmbedding
+from models.interaction import CrossNetwork
 from models.ranker import MultiTaskRanker
 from models.towers import MAIN_PREFIX, Tower, aux_tower
 
@@ -43,6 +44,8 @@ def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int
     names = [t.name for t in tasks]
     embedding = FeatureEmbedding(feature_info.categorical, feature_info.numeric, model_cfg.embedding_dim,
                                  l2=model_cfg.l2, name="embedding")
+    interaction = (CrossNetwork(model_cfg.cross_layers, model_cfg.cross_projection_dim, l2=model_cfg.l2, name="cross_network")
+                   if model_cfg.cross_layers else None)
     backbone = backbone_from_config(model_cfg, len(names))
     towers = {t: Tower(model_cfg.tower_units, model_cfg.dropout, model_cfg.l2, name=f"{MAIN_PREFIX}{t}") for t in names}
     aux = model_cfg.aux
@@ -50,7 +53,8 @@ def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int
     fun = (funnel.parent, funnel.child) if funnel is not None and (model_cfg.esmm or model_cfg.masked_child_loss) else None
     model = cls(embedding, backbone, towers, {t.name: t.weight for t in tasks}, aux_towers=aux_towers,
                 aux_gamma=aux.gamma if aux.enabled else 0.0, funnel=fun, esmm=model_cfg.esmm,
-                masked_child_loss=model_cfg.masked_child_loss, loss_hook=loss_hook, **kwargs)
+                masked_child_loss=model_cfg.masked_child_loss, loss_hook=loss_hook,
+                interaction=interaction, **kwargs)
     model.forward(dummy_batch(feature_info), training=False)  # creates the aux towers too
     model(dummy_batch(feature_info), training=False)  # marks the model built (BackupAndRestore needs it)
     return model

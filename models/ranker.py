@@ -39,6 +39,8 @@ class MultiTaskRanker(tfrs.models.Model):
 
     Args:
       embedding: features dict -> vector (``FeatureEmbedding``).
+      interaction: optional vector -> vector layer between the embedding and the backbone
+        (``CrossNetwork``); None: the embedding feeds the backbone directly.
       backbone: vector -> list of per-task representations (``SharedBottom``/``MMoE``/``PLE``).
       towers: task -> main ``Tower``.
       task_weights: task -> loss weight ``w_t`` (>= 0); its key order is the task order.
@@ -57,7 +59,8 @@ class MultiTaskRanker(tfrs.models.Model):
 
     def __init__(self, embedding, backbone, towers: dict, task_weights: dict, aux_towers: Optional[dict] = None,
                  aux_gamma: float = 0.0, funnel: Optional[tuple] = None, esmm: bool = False,
-                 masked_child_loss: bool = False, loss_hook: Optional[Callable] = None, **kwargs):
+                 masked_child_loss: bool = False, loss_hook: Optional[Callable] = None,
+                 interaction=None, **kwargs):
         super().__init__(**kwargs)
         self.task_names = list(task_weights)
         if sorted(towers) != sorted(self.task_names):
@@ -72,6 +75,7 @@ class MultiTaskRanker(tfrs.models.Model):
         if (esmm or masked_child_loss) and (funnel is None or any(t not in self.task_names for t in funnel)):
             raise ValueError(f"`esmm`/`masked_child_loss` need `funnel`=(parent, child) naming tasks in {self.task_names}. Received: funnel={funnel}")
         self.embedding = embedding
+        self.interaction = interaction
         self.backbone = backbone
         self.towers = towers
         self.aux_towers = aux_towers
@@ -90,7 +94,10 @@ class MultiTaskRanker(tfrs.models.Model):
     # ------------------------------------------------------------------ forward
     def task_representations(self, features, training=False) -> dict:
         """task -> the tensor its main (and aux) tower reads, ``(batch, d_t)``."""
-        reps = self.backbone(self.embedding(features), training=training)
+        x = self.embedding(features)  # (batch, embedding.output_dim)
+        if self.interaction is not None:
+            x = self.interaction(x)
+        reps = self.backbone(x, training=training)
         return dict(zip(self.task_names, reps))
 
     def _heads(self, logits: dict) -> dict:

@@ -176,6 +176,9 @@ class AuxTowerConfig:
 class ModelConfig:
     backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
     embedding_dim: int = _f(16, lo=1)
+    # DCN-v2 cross layers between the embedding and the backbone (0: none).
+    cross_layers: int = _f(0, lo=0)
+    cross_projection_dim: Optional[int] = _f(None, lo=1)  # None: full-rank cross kernels
     bottom_units: list[int] = _f(factory=lambda: [256, 128], lo=1)
     experts: ExpertsConfig = _f(factory=ExpertsConfig)
     tower_units: list[int] = _f(factory=lambda: [64], lo=1)

@@ -7,6 +7,7 @@ import tf_keras as keras
 
 from models.backbones import MMoE, PLE, SharedBottom
 from models.embedding import FeatureEmbedding
+from models.interaction import CrossNetwork
 from models.mlp import MLP
 from models.towers import FunnelProduct, Tower
 
@@ -19,6 +20,7 @@ LAYERS = [
     (SharedBottom, {"num_tasks": 2, "units": [8], "dropout": 0.0, "l2": 0.0}),
     (MMoE, {"num_tasks": 2, "num_experts": 3, "expert_units": [8], "dropout": 0.0, "l2": 0.0}),
     (PLE, {"num_tasks": 2, "num_shared": 2, "num_specific": 1, "expert_units": [8], "levels": 2, "dropout": 0.0, "l2": 0.0}),
+    (CrossNetwork, {"num_layers": 2, "projection_dim": 4, "l2": 0.0}),
 ]
 
 
@@ -73,6 +75,8 @@ def test_funnel_product_is_the_logit_of_the_product_of_probabilities():
     (lambda: MMoE(2, 2, []), "expert_units"),
     (lambda: PLE(2, 1, -1, [8]), "num_specific"),
     (lambda: PLE(2, 1, 1, [8], levels=0), "levels"),
+    (lambda: CrossNetwork(0), "num_layers"),
+    (lambda: CrossNetwork(1, projection_dim=0), "projection_dim"),
     (lambda: FeatureEmbedding({}, [], 4), "at least one"),
     (lambda: FeatureEmbedding({"a": 0}, [], 4), "'a'"),
     (lambda: FeatureEmbedding({"a": 3}, [], 0), "embedding_dim"),
@@ -86,3 +90,15 @@ def test_feature_embedding_names_missing_inputs():
     layer = FeatureEmbedding({"device": 3}, ["price"], 4)
     with pytest.raises(ValueError, match="price"):
         layer({"device": tf.constant([1])})
+
+
+def test_cross_network_represents_a_pairwise_product():
+    """With W = the swap of two coordinates and b = 0, one cross layer outputs x * swap(x) + x,
+    so the product x_0 * x_1 (an affinity an MLP can only approximate) is in its output."""
+    cross = CrossNetwork(num_layers=1)
+    x = tf.constant([[2.0, 3.0], [-1.0, 4.0]])
+    cross(x)
+    kernel = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    dense = cross.crosses[0]._dense
+    dense.set_weights([kernel, np.zeros(2, np.float32)])
+    np.testing.assert_allclose(cross(x).numpy(), [[2 * 3 + 2, 3 * 2 + 3], [-1 * 4 - 1, 4 * -1 + 4]])
