@@ -1,21 +1,10 @@
 """PNG plots (matplotlib, Agg backend): training curves and reliability diagrams."""
 from __future__ import annotations
 
-import os
 
-import matplotlib
+from pipeline.report import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+plt = pyplot()
 
 
 def training_curves(history: dict, tasks: list[str], path: str, title: str) -> str:
@@ -36,7 +25,7 @@ def training_curves(history: dict, tasks: list[str], path: str, title: str) -> s
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(curves: dict, path: str, title: str) -> str:
@@ -58,4 +47,4 @@ def reliability_diagram(curves: dict, path: str, title: str) -> str:
     ax.set(title=title, xlabel="mean predicted probability (quantile bin)", ylabel="observed rate")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

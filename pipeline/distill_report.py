@@ -9,12 +9,12 @@ the way a server runs them (a traced ``tf.function``, in-process).
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import numpy as np
 
 import models  # noqa: F401  (Keras 2)
+from pipeline.report import pyplot, save_figure
 
 METRICS = ("auc", "logloss")
 BATCH = 512  # the second latency column: compute-bound, where the model size shows
@@ -81,13 +81,8 @@ def markdown(table: dict, tasks: list[str], gaps: dict, kd: str, nokd: str) -> s
 
 def bar_chart(table: dict, tasks: list[str], path: str, title: str) -> str:
     """Grouped bars: per task, each model's mean AUC and logloss with the std as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(table)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(tasks))
     for ax, metric in zip(axes, METRICS):
@@ -104,12 +99,7 @@ def bar_chart(table: dict, tasks: list[str], path: str, title: str) -> str:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def latency_ms(serving_models: dict, example: dict, calls: int = 200, warmup: int = 20) -> dict:

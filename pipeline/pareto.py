@@ -12,9 +12,9 @@ from pipeline.run_dir import atomic_dir, write_json_atomic
 
 
 def _plot(rows, summary, tasks, reference, path):
-    from models.plots import _save, plt
+    from pipeline.report import pyplot, save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = pyplot().subplots(figsize=(6, 5))
     for (arm, s), color in zip(summary.items(), ("tab:blue", "tab:orange")):
         aux = arm == "with aux towers"
         pts = [(r["auc_1"], r["auc_2"]) for r in rows if r["aux"] == aux]
@@ -28,7 +28,7 @@ def _plot(rows, summary, tasks, reference, path):
            title=f"Pareto frontiers (mean over seeds); reference {tuple(reference)}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _table(summary, tasks) -> list[str]:

@@ -9,11 +9,11 @@ read = valid + dead-lettered; ``check_dead_letter_fraction`` enforces the config
 from __future__ import annotations
 
 import json
-import os
 
 import apache_beam as beam
 
 from pipeline.errors import DataValidationError, PipelineError
+from pipeline.report import pyplot, save_figure
 from pipeline.split import SPLITS
 
 
@@ -109,12 +109,7 @@ def report_markdown(stats: dict, feature_info: dict | None = None) -> str:
 
 def plot_counts(stats: dict, path: str) -> str:
     """A PNG bar chart of records per split and dead letters per reason; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.5))
     splits = stats["rows_per_split"]
     axes[0].bar(list(splits), list(splits.values()), color="tab:blue")
     axes[0].set_title(f"valid records per split ({stats['valid']:,} of {stats['rows_read']:,})")
@@ -122,7 +117,4 @@ def plot_counts(stats: dict, path: str) -> str:
     axes[1].barh(list(reasons), list(reasons.values()), color="tab:red")
     axes[1].set_title(f"dead letters by reason ({stats['dead_lettered']:,})")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConfigError
+from pipeline.report import pyplot, save_figure
 from pipeline.run_dir import RunDir, atomic_dir, read_json, write_json_atomic
 from pipeline.synthetic_model import BLOCK_ROWS, COLUMNS, World
 
@@ -123,12 +124,7 @@ def _metrics(counts: dict) -> dict:
 
 def _plot(sample: dict, run_dir: RunDir) -> str:
     """Histogram of the true probabilities; returns its path relative to the run directory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, ("p_click", "p_conversion")):
         values = sample[key]
         ax.hist(values, bins=60, color="#4477aa")
@@ -137,12 +133,7 @@ def _plot(sample: dict, run_dir: RunDir) -> str:
         ax.set_xlabel("true probability")
     axes[0].set_ylabel("impressions")
     fig.tight_layout()
-    os.makedirs(run_dir.plots_dir, exist_ok=True)
-    path = os.path.join(run_dir.plots_dir, "synthetic_probabilities.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    path = save_figure(fig, os.path.join(run_dir.plots_dir, "synthetic_probabilities.png"), dpi=80)
     return os.path.relpath(path, run_dir.root)
 
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from pipeline.errors import ExportError
 from pipeline.features import FeatureInfo, serving_feature_spec
+from pipeline.report import pyplot, save_figure
 from pipeline.run_dir import RunDir, read_json, write_json_atomic
 from serving import versions
 from serving.gate import run_gate
@@ -72,16 +73,11 @@ def _eval_keys(cfg, output_names: list[str]) -> dict:
 
 
 def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = blessing["checks"]["metrics"]
     tasks = list(metrics["tasks"])
     cand = [metrics["tasks"][t]["auc"] or 0.0 for t in tasks]
     prev = [metrics["previous"].get(t) or 0.0 for t in tasks]
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = pyplot().subplots(figsize=(5, 3))
     x = range(len(tasks))
     ax.bar([i - 0.2 for i in x], cand, 0.4, label=f"candidate v{version}")
     ax.bar([i + 0.2 for i in x], prev, 0.4, label="published before")
@@ -93,13 +89,8 @@ def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:
     ax.set_ylabel("test AUC (serving_default)")
     ax.set_title(f"export gate: {name}")
     ax.legend(fontsize=7)
-    os.makedirs(run_dir.plots_dir, exist_ok=True)
-    rel = os.path.join("plots", "export_gate_auc.png")
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir.root, rel) + ".tmp.png")
-    plt.close(fig)
-    os.replace(os.path.join(run_dir.root, rel) + ".tmp.png", os.path.join(run_dir.root, rel))
-    return rel
+    return os.path.relpath(save_figure(fig, os.path.join(run_dir.plots_dir, "export_gate_auc.png")), run_dir.root)
 
 
 def _message(cfg, run_dir: RunDir, name: str, version: int, final: str, role: str, example: dict | None) -> str:
