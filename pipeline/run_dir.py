@@ -19,6 +19,7 @@ Artifacts are written to a temporary sibling and renamed into place (``atomic_di
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -66,11 +67,18 @@ def read_json(path: str, what: str = "file") -> Any:
 def atomic_dir(final: str) -> Iterator[str]:
     """Yields a temporary directory beside ``final``; on success replaces ``final`` with it.
 
-    On an exception the temporary directory is removed and ``final`` is left untouched.
+    On an exception the temporary directory is removed and ``final`` is left untouched;
+    scratch directories of earlier killed attempts are removed first. One writer per
+    ``final`` at a time.
     """
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(final)}-", dir=parent)
+    prefix = f".tmp-{os.path.basename(final)}-"
+    # A killed earlier attempt (SIGKILL skips the cleanup below) leaves its scratch directory;
+    # it was never visible under ``final`` and is removed before the new attempt starts.
+    for stale in glob.glob(os.path.join(parent, glob.escape(prefix) + "*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         yield tmp
     except BaseException:

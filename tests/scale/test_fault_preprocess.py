@@ -60,6 +60,7 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
     assert stats["valid"] + stats["dead_lettered"] == stats["rows_read"]
     assert stats["dead_lettered"] == len(BAD) and stats["by_reason"] == fx.expected_reason_counts()
     assert sum(stats["rows_per_split"].values()) == stats["valid"]
+    assert not [d for d in os.listdir(run_dir.root) if d.startswith(".tmp-preprocess-")]  # the killed scratch is gone
     for split, n in stats["rows_per_split"].items():
         assert _records(run_dir.split_pattern(split)) == n, split
     dead = [json.loads(line) for p in glob.glob(os.path.join(run_dir.dead_letter_dir, "*")) for line in open(p)]
