@@ -151,8 +151,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg.preprocess.beam.extra_args = list(cfg.preprocess.beam.extra_args) + list(args.beam_arg)
     run_dir = RunDir(args.run_dir or os.path.join("runs", cfg.name))
     os.makedirs(run_dir.root, exist_ok=True)
-    with open(run_dir.config_file, "w", encoding="utf-8") as f:
+    tmp = f"{run_dir.config_file}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, run_dir.config_file)
     Summary(run_dir).update(lambda data: data.__setitem__("config", config_to_dict(cfg)))
 
     names = stages_for_run(cfg) if args.command == "run" else [args.command]

@@ -4,7 +4,9 @@ Each stage is a function ``run_stage(cfg, run_dir, opts) -> dict`` in its own mo
 imported only when the stage runs (so ``--help`` never imports TensorFlow or Beam). The
 returned dict may hold ``rows`` (records processed), ``metrics``, ``artifacts``, ``models``
 (model name -> task -> metric -> value), ``plots`` (paths relative to the run directory),
-``report`` (markdown for the run report) and ``message`` (printed to the user).
+``report`` (markdown for the run report), ``message`` (printed to the user) and
+``record: False`` (this process must not write the run's summary: e.g. a multi-worker
+training worker that is not the chief).
 """
 from __future__ import annotations
 
@@ -76,8 +78,9 @@ def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Na
         raise
     wall = time.monotonic() - start
     message = result.pop("message", None)
-    summary.record_stage(name, "ok", wall, result)
-    report.write_report(run_dir)
+    if result.pop("record", True):
+        summary.record_stage(name, "ok", wall, result)
+        report.write_report(run_dir)
     log.info("stage %s: done in %.1f s", name, wall)
     if message:
         print(message, flush=True)

@@ -25,7 +25,7 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> dict:
     if not multi_worker.is_chief():  # the chief writes the artifacts, plot and report
         kind, index = multi_worker.task()
         return {"rows": result.rows, "metrics": {"epochs_run": len(result.epochs), "params": result.params},
-                "message": f"{role}: {kind} {index} done; the chief wrote the artifacts"}
+                "message": f"{role}: {kind} {index} done; the chief wrote the artifacts", "record": False}
     plot = plots.training_curves(result.history, cfg.task_names, os.path.join(run_dir.plots_dir, f"{role}_training.png"),
                                  f"{role}: {model_cfg.backbone}, aux towers {'on' if model_cfg.aux.enabled else 'off'}")
     val = {k: round(v, 5) for k, v in result.best_metrics.items() if k.startswith("val_") and "auc" in k}

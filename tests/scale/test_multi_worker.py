@@ -55,6 +55,8 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     assert len(os.listdir(os.path.join(teacher, "logs", "train"))) == 1  # the chief's TensorBoard events only
     metrics = json.load(open(os.path.join(teacher, "metrics.json")))
     assert len(metrics["history"]["loss"]) == 2
+    train_entry = json.load(open(run_dir.summary_file))["stages"]["train"]
+    assert train_entry["status"] == "ok" and "best_epoch" in train_entry["metrics"]  # the chief's, not worker 1's
     assert json.load(open(os.path.join(teacher, "model_config.json")))["feature_info"] == info.to_dict()
 
     distributed = _signature(os.path.join(teacher, "serving_model"))
