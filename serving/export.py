@@ -45,6 +45,7 @@ def choose_role(cfg, run_dir: RunDir, requested: str | None) -> str:
         if os.path.exists(teacher):
             log.info("export: no student model at %s; exporting the teacher instead", path)
             return "teacher"
+        run_dir.require(teacher, "train")  # neither model exists: training comes first
     run_dir.require(path, "train" if role == "teacher" else "distill")
     return role
 

@@ -102,3 +102,11 @@ def test_role_falls_back_to_teacher_without_student(fake_run):
 
     with pytest.raises(InputError, match="distill"):
         export.choose_role(fake_run.cfg, fake_run.run_dir, "student")
+
+
+def test_role_without_any_trained_model_asks_for_training(tmp_path, fake_run):
+    from pipeline.errors import InputError
+    from pipeline.run_dir import RunDir
+
+    with pytest.raises(InputError, match=r"teacher/serving_model not found; run `python -m pipeline train`"):
+        export.choose_role(fake_run.cfg, RunDir(str(tmp_path / "empty")), None)
