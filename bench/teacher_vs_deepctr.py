@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -112,15 +113,25 @@ def peer_worker(data_path: str, out_path: str, name: str, seed: int, epochs: int
             logs["val_auc_mean"] = float(np.mean([roc_auc_score(y, p.ravel()) for y, p in zip(yva, preds)]))
 
     stop = tf.keras.callbacks.EarlyStopping("val_auc_mean", mode="max", patience=2, restore_best_weights=True)
-    model.fit(xtr, ytr, batch_size=PEER_BATCH, epochs=epochs, verbose=2, callbacks=[ValAuc(), stop])
+    start = time.perf_counter()
+    history = model.fit(xtr, ytr, batch_size=PEER_BATCH, epochs=epochs, verbose=2, callbacks=[ValAuc(), stop])
+    seconds = time.perf_counter() - start
     preds = model.predict(xte, batch_size=4096, verbose=0)
     with open(out_path, "w") as f:
-        json.dump({t: float(roc_auc_score(y, p.ravel())) for t, y, p in zip(tasks, yte, preds)}, f)
+        json.dump({**{t: float(roc_auc_score(y, p.ravel())) for t, y, p in zip(tasks, yte, preds)},
+                   **_speed(seconds, len(history.epoch), len(ytr[0]))}, f)
+
+
+def _speed(fit_seconds: float, epochs: int, train_rows: int) -> dict:
+    """Training speed of one fit (validation callbacks included, as each side runs them)."""
+    return {"fit_seconds": fit_seconds, "epochs_run": epochs,
+            "examples_per_second": epochs * train_rows / max(fit_seconds, 1e-9)}
 
 
 # ----------------------------------------------------------------------------- our side
-def export_splits(run_dir, info, path: str) -> None:
-    """The train/validation/test splits as numpy arrays (the same rows every model sees)."""
+def export_splits(run_dir, info, path: str) -> int:
+    """Writes the train/validation/test splits as numpy arrays (the same rows every model
+    sees); returns the number of training rows."""
     from models.inputs import make_dataset
 
     arrays = {}
@@ -132,9 +143,10 @@ def export_splits(run_dir, info, path: str) -> None:
         arrays.update({f"{split}/{k}": np.concatenate(v) for k, v in chunks.items()})
     meta = {"sparse": list(info.categorical), "dense": list(info.numeric), "tasks": list(info.tasks), "vocab": info.categorical}
     np.savez(path, meta=json.dumps(meta), **arrays)
+    return len(arrays[f"train/label_{info.tasks[0]}"])
 
 
-def run_teacher(cfg, run_dir, info, seed: int, epochs: int) -> dict:
+def run_teacher(cfg, run_dir, info, seed: int, epochs: int, train_rows: int) -> dict:
     import dataclasses
 
     import tf_keras as keras
@@ -146,9 +158,12 @@ def run_teacher(cfg, run_dir, info, seed: int, epochs: int) -> dict:
     keras.backend.clear_session()
     run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed, verbose=0))
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=seed)
-    train_model(run_cfg, run_dir, "bench", model, feature_info=info, epochs=epochs, backup=False, save=False)
+    start = time.perf_counter()
+    result = train_model(run_cfg, run_dir, "bench", model, feature_info=info, epochs=epochs, backup=False, save=False)
+    seconds = time.perf_counter() - start
     arrays = predict_split(model.serving_model(), run_dir.split_pattern("test"), info)
-    return {t: m["auc"] for t, m in evaluate_predictions(arrays, cfg.data.tasks, cfg.model, cfg.data.funnel, use_groups=False).items()}
+    aucs = {t: m["auc"] for t, m in evaluate_predictions(arrays, cfg.data.tasks, cfg.model, cfg.data.funnel, use_groups=False).items()}
+    return {**aucs, **_speed(seconds, len(result.epochs), train_rows)}
 
 
 def run_peer(python: str, data: str, name: str, seed: int, epochs: int, reimplement: bool) -> dict:
@@ -199,16 +214,21 @@ def main(argv=None) -> int:
     python = sys.executable if reimplement else args.peer_python
     label = "re-implementation of DeepCTR" if reimplement else "DeepCTR"
     data = os.path.join(run_dir.root, "bench_splits.npz")
-    export_splits(run_dir, info, data)
+    train_rows = export_splits(run_dir, info, data)
     results = {f"teacher ({cfg.model.backbone}, aux {'on' if cfg.model.aux.enabled else 'off'})": [
-        run_teacher(cfg, run_dir, info, s, args.epochs) for s in args.seeds]}
+        run_teacher(cfg, run_dir, info, s, args.epochs, train_rows) for s in args.seeds]}
     for name in PEERS:
         results[f"{name} ({label})"] = [run_peer(python, data, name, s, args.epochs, reimplement) for s in args.seeds]
-    print(f"| model | " + " | ".join(f"test AUC {t} (mean ± std over seeds {args.seeds})" for t in info.tasks) + " |")
+    print("| model | " + " | ".join(f"test AUC {t} (mean ± std over seeds {args.seeds})" for t in info.tasks) + " |")
     print("|---|" + "---|" * len(info.tasks))
     for name, runs in results.items():
         cells = [f"{np.mean([r[t] for r in runs]):.4f} ± {np.std([r[t] for r in runs]):.4f}" for t in info.tasks]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| model | training examples / s (mean over seeds; fit incl. per-epoch validation) | epochs run | fit seconds |")
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        print(f"| {name} | {np.mean([r['examples_per_second'] for r in runs]):,.0f} | "
+              f"{np.mean([r['epochs_run'] for r in runs]):.1f} | {np.mean([r['fit_seconds'] for r in runs]):.1f} |")
     write_json_atomic(args.output or os.path.join(run_dir.root, "bench_teacher_vs_deepctr.json"),
                       {"seeds": args.seeds, "epochs": args.epochs, "peers": label, "results": results})
     return 0
