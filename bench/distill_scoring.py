@@ -32,7 +32,7 @@ import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.run_dir import RunDir  # noqa: E402
+from pipeline.run_dir import RunDir, write_json_atomic  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
               f"student p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms")
     print(json.dumps(out), flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_json_atomic(args.json, out)
     return 0
 
 

@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.run_dir import write_json_atomic  # noqa: E402
 
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
@@ -158,8 +159,7 @@ def main(argv=None) -> int:
     report = bench(os.path.abspath(args.run_dir), args.requests, args.duration, args.concurrency)
     _print(report)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        write_json_atomic(args.json, report)
     return 0
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.run_dir import write_json_atomic  # noqa: E402
 
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
@@ -166,8 +167,7 @@ def main(argv=None) -> int:
     wall = {name: round(r["seconds"], 1) for name, r in results.items() if name != "oracle"}
     print(f"wall time: generate {gen_seconds:.1f} s, training+scoring {wall}, total {time.monotonic() - start:.1f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"synthetic": dataclasses.asdict(s), "results": results}, f, indent=2)
+        write_json_atomic(args.json, {"synthetic": dataclasses.asdict(s), "results": results})
     return 0
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.run_dir import RunDir  # noqa: E402
+from pipeline.run_dir import RunDir, write_json_atomic  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,8 +65,7 @@ def main(argv=None) -> int:
           f"{out['seconds']:.1f} s = {out['examples_per_second']:,.0f} examples/s; peak RSS {out['peak_rss_mb']:,.0f} MB")
     print(json.dumps(out), flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_json_atomic(args.json, out)
     return 0
 
 

@@ -72,23 +72,24 @@ class ServingApi:
             raise invalid(f"Expected {api} signature method_name to be {method}. Was: {sig.method_name} "
                           f"(signature \"{signature}\")")
 
-    def classify(self, name: str, version: int | None, signature: str, examples: list[bytes]):
-        """Returns ``(version, signature, scores [n, k], classes [n, k])``."""
+    def _run_examples(self, name, version, signature, examples, method: str, api: str):
+        """Runs a Classify/Regress-style signature (``inputs``: serialized examples); returns
+        ``(version, signature, outputs)``."""
         signature = signature or DEFAULT_SIGNATURE
         self._check_batch(len(examples))
         with self.store.acquire(name, version) as (v, model):
-            self._method(model, signature, CLASSIFY_METHOD, "classification")
-            out = self._run(model, signature, {"inputs": list(examples)})
-            return v, signature, out["scores"], out["classes"]
+            self._method(model, signature, method, api)
+            return v, signature, self._run(model, signature, {"inputs": list(examples)})
+
+    def classify(self, name: str, version: int | None, signature: str, examples: list[bytes]):
+        """Returns ``(version, signature, scores [n, k], classes [n, k])``."""
+        v, signature, out = self._run_examples(name, version, signature, examples, CLASSIFY_METHOD, "classification")
+        return v, signature, out["scores"], out["classes"]
 
     def regress(self, name: str, version: int | None, signature: str, examples: list[bytes]):
         """Returns ``(version, signature, values [n])``."""
-        signature = signature or DEFAULT_SIGNATURE
-        self._check_batch(len(examples))
-        with self.store.acquire(name, version) as (v, model):
-            self._method(model, signature, REGRESS_METHOD, "regression")
-            out = self._run(model, signature, {"inputs": list(examples)})
-            return v, signature, np.reshape(out["outputs"], [-1])
+        v, signature, out = self._run_examples(name, version, signature, examples, REGRESS_METHOD, "regression")
+        return v, signature, np.reshape(out["outputs"], [-1])
 
     def metadata(self, name: str, version: int | None):
         """Returns ``(version, {signature name: SignatureDef proto})``."""
