@@ -137,6 +137,10 @@ class BeamConfig:
     direct_running_mode: str = _f("multi_processing", choices=["in_memory", "multi_threading", "multi_processing"])
     direct_num_workers: int = _f(0, lo=0)  # 0: one per core
     extra_args: list[str] = _f(factory=list)  # e.g. ['--project=p', '--region=r']
+    # Redistribute records after reading (a Reshuffle). Helps a distributed runner when the
+    # input is a few large unsplittable files (one gzip CSV); costs a shuffle of every record,
+    # which the DirectRunner holds in memory. Off: parallelism comes from the number of files.
+    reshuffle_records: bool = False
 
 
 @dataclass
@@ -145,7 +149,7 @@ class PreprocessConfig:
     vocab: VocabConfig = _f(factory=VocabConfig)
     numeric: NumericTransformConfig = _f(factory=NumericTransformConfig)
     max_dead_letter_fraction: float = _f(0.01, lo=0.0, hi=1.0)
-    num_shards: int = _f(0, lo=0)  # 0: let the runner choose
+    num_shards: int = _f(0, lo=0)  # 0: one file per bundle (streams); N > 0: N files (a shuffle)
     beam: BeamConfig = _f(factory=BeamConfig)
 
 

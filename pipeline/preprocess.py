@@ -1,12 +1,18 @@
 """The ``preprocess`` stage: raw impression logs -> validated, split, TF-Transformed TFRecords.
 
-One Beam pipeline (any runner; see ``pipeline.beam_options``)::
+One Beam pipeline (any runner; see ``pipeline.beam_options``) in two passes over the input::
 
-    ReadRawRecords -> ValidateRecords -+-> dead letters (JSON lines)
-                                       +-> SplitRecords -> ToRecordBatches (Arrow)
-                                            train -> AnalyzeDataset -> transform_fn
-                                            train/validation/test -> TransformDataset -> gzip TFRecords
-    + CountRecords (read, valid, dead letters by reason, per split) -> stats.json
+    analysis:  ReadValidSplits -> train -> ToRecordBatches -> AnalyzeDataset -> transform_fn
+    transform: ReadValidSplits -+-> dead letters (JSON lines)
+                                +-> train/validation/test -> ToRecordBatches
+                                      -> TransformDataset(transform_fn) -> gzip TFRecords
+               + CountRecords (read, valid, dead letters by reason, per split) -> stats.json
+
+The transform pass reads the input a second time rather than reusing the analysis pass's
+records: the transform has to wait for ``transform_fn``, and a runner would otherwise hold
+(or spill) every record of every split until the analysis finished. Re-reading keeps each
+pass a stream, so the DirectRunner's memory stays flat as the data grows; the analysis pass
+only validates and splits (its Beam counters are in the ``preprocess_analysis`` namespace).
 
 Everything is written into a temporary directory beside ``run_dir.preprocess_dir`` and moved
 into place only after the pipeline succeeded and the dead-letter fraction is within
@@ -64,28 +70,54 @@ class _Layout:
         return os.path.join(self.data_dir, split)
 
 
+class ReadValidSplits(beam.PTransform):
+    """Reads, validates and splits the raw input: one pass of the preprocess stage.
+
+    Args:
+      pattern, fmt: the input files and their format.
+      cfg: the ``PipelineConfig``.
+      namespace: Beam metrics namespace of the read and validation counters.
+
+    Returns:
+      ``{"read": records, "valid": typed records, "dead_letters": dead letters,
+      "train" / "validation" / "test": typed records of each split}``.
+    """
+
+    def __init__(self, pattern: str, fmt: str, cfg, namespace: str = "preprocess"):
+        super().__init__()
+        self._pattern, self._fmt, self._cfg, self._namespace = pattern, fmt, cfg, namespace
+
+    def expand(self, pbegin):
+        cfg = self._cfg
+        split_cfg = cfg.preprocess.split
+        records = pbegin | "ReadRawRecords" >> ReadRawRecords(
+            self._pattern, self._fmt, cfg, reshuffle=cfg.preprocess.beam.reshuffle_records, namespace=self._namespace)
+        checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True, namespace=self._namespace)
+        splits = checked.valid | "SplitRecords" >> SplitRecords(
+            split_columns(cfg, features.raw_columns(cfg)), (split_cfg.train, split_cfg.validation, split_cfg.test))
+        return {"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters, **splits}
+
+
+def _record_batches(split, cfg, label: str):
+    return (split
+            | f"Features[{label}]" >> beam.Map(lambda r: r["features"])
+            | f"ToRecordBatches[{label}]" >> ToRecordBatches(cfg))
+
+
 def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: _Layout) -> None:
     """Adds the whole preprocessing graph to ``p`` (construction only; the caller runs it)."""
-    columns = features.raw_columns(cfg)
-    split_cfg = cfg.preprocess.split
-
-    records = p | "ReadRawRecords" >> ReadRawRecords(pattern, fmt, cfg)
-    checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True)
-    splits = checked.valid | "SplitRecords" >> SplitRecords(
-        split_columns(cfg, columns), (split_cfg.train, split_cfg.validation, split_cfg.test))
-    _ = checked.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
-    _ = ({"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters, **splits}
-         | "CountRecords" >> preprocess_stats.CountRecords(layout.counts))
-
     adapter = raw_tensor_adapter_config(cfg)
-    raw = {s: (splits[s]
-               | f"Features[{s}]" >> beam.Map(lambda r: r["features"])
-               | f"ToRecordBatches[{s}]" >> ToRecordBatches(cfg)) for s in SPLITS}
-    transform_fn = ((raw["train"], adapter)
+
+    analysis = p | "AnalysisPass" >> ReadValidSplits(pattern, fmt, cfg, namespace="preprocess_analysis")
+    transform_fn = ((_record_batches(analysis["train"], cfg, "analysis"), adapter)
                     | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg)))
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(layout.transform_output)
+
+    data = p | "TransformPass" >> ReadValidSplits(pattern, fmt, cfg)
+    _ = data["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
+    _ = data | "CountRecords" >> preprocess_stats.CountRecords(layout.counts)
     for s in SPLITS:
-        transformed = (((raw[s], adapter), transform_fn)
+        transformed = (((_record_batches(data[s], cfg, s), adapter), transform_fn)
                        | f"TransformDataset[{s}]" >> tft_beam.TransformDataset(output_record_batches=True))
         _ = (transformed
              | f"EncodeExamples[{s}]" >> tft_beam.EncodeTransformedDataset()

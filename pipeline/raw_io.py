@@ -4,7 +4,10 @@
 ``gs://``, ...), reads each file with ``fileio.ReadMatches`` (compression detected from the
 extension, so ``census-income.test.gz`` works) and emits *raw records* (see
 ``pipeline.raw_formats``) that keep their source file and line number or record index for
-the dead-letter output. A reshuffle after the read spreads the records over all workers.
+the dead-letter output. Files are spread over the workers; ``reshuffle=True`` also spreads
+the records (``preprocess.beam.reshuffle_records``), for a distributed runner reading a few
+large unsplittable files. It is off by default: a reshuffle moves every record through a
+shuffle, which the DirectRunner keeps in memory.
 
 ``check_inputs(pattern, fmt, cfg, columns)`` is the cheap pre-flight check the driver runs
 before building a pipeline: files exist, CSV headers carry every configured column.
@@ -130,14 +133,14 @@ class ReadRawRecords(beam.PTransform):
         CSV/JSONL; '.gz' TFRecords are read as GZIP).
       cfg: the ``PipelineConfig`` (``cfg.data.csv`` holds header, column names, delimiter,
         quoting and missing-value strings).
-      reshuffle: redistribute the records after reading (keep True unless the consumer is cheap).
+      reshuffle: redistribute the records after reading (a shuffle of every record; see above).
       namespace: Beam metrics namespace for the ``files_read`` and ``records_read`` counters.
 
     Returns:
       A PCollection of raw records, in no particular order.
     """
 
-    def __init__(self, pattern: str, fmt: str, cfg, reshuffle: bool = True, namespace: str = "preprocess"):
+    def __init__(self, pattern: str, fmt: str, cfg, reshuffle: bool = False, namespace: str = "preprocess"):
         super().__init__()
         if fmt not in FORMATS:
             raise ConfigError(f"data.format: expected one of {list(FORMATS)}, got {fmt!r}")
