@@ -43,7 +43,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        shown = {k: v for k, v in logs.items() if "auc" in k or k in ("mean_loss", "val_mean_loss")}
+        shown = {k: v for k, v in logs.items() if "auc" in k or k in ("loss", "val_loss")}
         log.info("%s epoch %d/%d: %s", self.role, epoch + 1, self.epochs,
                  ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(shown.items())))
 

@@ -11,7 +11,7 @@ def training_curves(history: dict, tasks: list[str], path: str, title: str) -> s
     """Loss and per-task AUC per epoch, train vs validation."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = range(1, 1 + max((len(v) for v in history.values()), default=0))
-    for key in ("mean_loss", "val_mean_loss"):
+    for key in ("loss", "val_loss"):
         if key in history:
             axes[0].plot(epochs[:len(history[key])], history[key], marker="o", label=key)
     for t in list(tasks) + ["auc_mean"]:

@@ -48,7 +48,7 @@ def count_params(model) -> int:
 
 def monitor_mode(monitor: str, tasks: list[str]) -> str:
     """'max' for AUC monitors, 'min' for losses; ConfigError for an unknown monitor."""
-    known = ["auc_mean", "mean_loss", "loss", "total_loss"] + [f"{t}_auc" for t in tasks]
+    known = ["auc_mean", "loss"] + [f"{t}_auc" for t in tasks]
     known += [f"val_{k}" for k in known]
     if monitor not in known:
         raise ConfigError(f"training.monitor: expected one of {known}, got {monitor!r}")
@@ -125,6 +125,9 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
         if steps < 0:
             steps = sum(1 for _ in train_ds)
     model.compile(optimizer=make_optimizer(t, steps))
+    # Per-batch logs under a distribution strategy: the first replica's metrics (the default,
+    # "sum", adds the workers' AUCs). Epoch logs are read across all replicas either way.
+    model.distribute_reduction_method = "first"
     cbs = make_callbacks(model_dir, t, task_names, role, epochs, backup=backup) + list(callbacks)
     log.info("%s: training %d epochs of %d steps (batch %d), %d parameters", role, epochs, steps, t.batch_size,
              count_params(model))

@@ -55,6 +55,10 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     assert len(os.listdir(os.path.join(teacher, "logs", "train"))) == 1  # the chief's TensorBoard events only
     metrics = json.load(open(os.path.join(teacher, "metrics.json")))
     assert len(metrics["history"]["loss"]) == 2
+    # Epoch metrics are read across both workers, not summed over them (an AUC of 1.06 was logged that way).
+    aucs = {k: v for k, v in metrics["history"].items() if "auc" in k}
+    assert {"click_auc", "val_click_auc", "val_conversion_auc"} <= set(aucs)
+    assert all(0.0 <= a <= 1.0 for values in aucs.values() for a in values), aucs
     train_entry = json.load(open(run_dir.summary_file))["stages"]["train"]
     assert train_entry["status"] == "ok" and "best_epoch" in train_entry["metrics"]  # the chief's, not worker 1's
     assert json.load(open(os.path.join(teacher, "model_config.json")))["feature_info"] == info.to_dict()
