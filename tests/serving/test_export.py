@@ -1,14 +1,23 @@
 """The exported SavedModel: layout, signatures and dtypes (read back with saved_model_cli), warmup, blessing."""
 import json
 import os
+import types
 
+import models  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from models import model_io
+from models.builder import build_ranker
 from serving import versions
+from serving.export import run_stage
 from serving.session_model import SessionModel
 from serving.signatures import probability_outputs, set_method_names
 from serving.warmup import read_warmup
+from tests.serving.conftest import serving_config
+from tests.serving.fakes import build_fake_run
+
 
 def test_published_layout_and_blessing(fake_run):
     assert versions.list_versions(fake_run.model_dir) == [1]
@@ -98,3 +107,30 @@ def test_probability_outputs_requires_one():
     assert probability_outputs(["a_logit", "a_probability", "ctcvr_probability"]) == ["a_probability", "ctcvr_probability"]
     with pytest.raises(ValueError, match="Received outputs"):
         probability_outputs(["a_logit"])
+
+
+def test_esmm_ranker_exports_ctcvr_and_is_gated_on_it(tmp_path):
+    """An ESMM teacher (the real MultiTaskRanker) exports pCTCVR = pCTR x pCVR next to its
+    heads; the gate scores conversion with ``ctcvr_probability`` (the per-impression output)."""
+    cfg = serving_config("model.esmm=true", "model.embedding_dim=4", "model.bottom_units=[8]",
+                         "model.tower_units=[4]", "model.cross_layers=0", "export.serve_model=teacher")
+    run_dir = build_fake_run(cfg, str(tmp_path / "run"))
+    info = model_io.load_feature_info(run_dir)
+    model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
+    model.serving_model().save(os.path.join(run_dir.model_dir("teacher"), "serving_model"))
+
+    run_stage(cfg, run_dir, types.SimpleNamespace(model=None))
+    v1 = os.path.join(run_dir.serving_base(), "ranker", "1")
+    blessing = json.load(open(os.path.join(v1, "BLESSED")))
+    assert blessing["blessed"] and blessing["checks"]["skew"]["max_abs_diff"] <= 1e-5
+    metrics = json.load(open(os.path.join(v1, versions.METRICS_FILE)))
+    assert metrics["conversion"]["output"] == "ctcvr_probability"
+
+    loaded = tf.saved_model.load(v1)
+    raw = loaded.signatures["predict_raw"]
+    _, spec = raw.structured_input_signature
+    rows = {k: tf.constant(["u1", "u2"] if s.dtype == tf.string else [1.0, 2.0], dtype=s.dtype) for k, s in spec.items()}
+    out = {k: v.numpy() for k, v in raw(**rows).items()}
+    assert {"ctcvr_probability", "click_probability", "conversion_probability"} <= set(out)
+    np.testing.assert_allclose(out["ctcvr_probability"], out["click_probability"] * out["conversion_probability"],
+                               rtol=1e-5)
