@@ -124,7 +124,12 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
         steps = int(train_ds.cardinality().numpy())
         if steps < 0:
             steps = sum(1 for _ in train_ds)
-    model.compile(optimizer=make_optimizer(t, steps))
+    fit_steps, val_steps = t.steps_per_epoch, None
+    if t.steps_per_execution > 1 and fit_steps is None:
+        # Several steps per call need known epoch lengths: one epoch = `steps` batches of the
+        # repeated split (reshuffled on each pass), validation = all its batches.
+        train_ds, fit_steps, val_steps = train_ds.repeat(), steps, _num_batches(val_ds)
+    model.compile(optimizer=make_optimizer(t, steps), steps_per_execution=t.steps_per_execution)
     # Per-batch logs under a distribution strategy: the first replica's metrics (the default,
     # "sum", adds the workers' AUCs). Epoch logs are read across all replicas either way.
     model.distribute_reduction_method = "first"
@@ -132,8 +137,8 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
     log.info("%s: training %d epochs of %d steps (batch %d), %d parameters", role, epochs, steps, t.batch_size,
              count_params(model))
     try:
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=t.steps_per_epoch,
-                         callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=fit_steps,
+                         validation_steps=val_steps, callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
     except tf.errors.DataLossError as e:  # name the corrupt or truncated shard
         from pipeline.artifact_checks import shard_error
 
@@ -144,6 +149,11 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
         result.artifacts = model_io.save_trained(run_dir, role, model, model_cfg, feature_info, tasks,
                                                  cfg.data.funnel, result)
     return result
+
+
+def _num_batches(ds: tf.data.Dataset) -> int:
+    n = int(ds.cardinality().numpy())
+    return n if n >= 0 else int(ds.reduce(tf.constant(0, tf.int64), lambda k, _: k + 1).numpy())
 
 
 def _result(hist, cbs, model, rows_per_epoch: int) -> TrainResult:

@@ -211,6 +211,9 @@ class TrainingConfig:
     early_stopping_patience: int = _f(2, lo=0)
     monitor: str = "val_auc_mean"
     shuffle_buffer: int = _f(10_000, lo=1)
+    # Batches per tf.function call (Keras ``steps_per_execution``): fewer Python round trips
+    # for small models; batch-level callbacks then run every this many batches.
+    steps_per_execution: int = _f(1, lo=1)
     seed: int = 1
     verbose: int = _f(2, choices=[0, 1, 2])
     distribute: DistributeConfig = _f(factory=DistributeConfig)

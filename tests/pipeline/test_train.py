@@ -1,5 +1,6 @@
 """The train stage: artifacts, resume from BackupAndRestore, config errors."""
 import json
+import math
 import os
 
 import models  # noqa: F401  (Keras 2)
@@ -10,6 +11,7 @@ import tf_keras as keras
 
 from models.builder import build_ranker
 from models.callbacks import InterruptAfter
+from models.inputs import count_examples, make_dataset
 from models.training import train_model
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
@@ -96,3 +98,21 @@ def test_unknown_monitor_is_a_config_error(fake):
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
     with pytest.raises(ConfigError, match="training.monitor"):
         train_model(cfg, run_dir, "teacher", model, feature_info=info, save=False, backup=False)
+
+
+@pytest.mark.slow
+def test_several_steps_per_execution_keep_epochs_and_validation_whole(fake):
+    """``training.steps_per_execution`` > 1: each epoch is still one pass over the training
+    split and validation still scores every validation example."""
+    cfg, run_dir, info = fake
+    cfg.training.steps_per_execution = 4
+    cfg.training.early_stopping_patience = 5
+    model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
+    result = train_model(cfg, run_dir, "teacher", model, feature_info=info, epochs=2, save=False, backup=False)
+    steps = math.ceil(count_examples(run_dir.split_pattern("train")) / cfg.training.batch_size)
+    assert result.epochs == [0, 1]
+    assert int(model.optimizer.iterations.numpy()) == 2 * steps
+    val = make_dataset(run_dir.split_pattern("validation"), info, cfg.training.batch_size)
+    n_val = math.ceil(count_examples(run_dir.split_pattern("validation")) / cfg.training.batch_size)
+    again = model.evaluate(val, steps=n_val, return_dict=True, verbose=0)  # the restored best epoch's weights
+    assert again["loss"] == pytest.approx(result.best_metrics["val_loss"], rel=1e-5)
