@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,20 @@ from typing import Any, Optional
 import yaml
 
 from pipeline.errors import ConfigError
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-5`` (no dot) as a float, as people write it."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _read_yaml(stream):
+    return yaml.load(stream, Loader=_ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def _range(lo=None, hi=None, *, lo_open=False, choices=None):
@@ -187,7 +202,10 @@ class ModelConfig:
     experts: ExpertsConfig = _f(factory=ExpertsConfig)
     tower_units: list[int] = _f(factory=lambda: [64], lo=1)
     dropout: float = _f(0.0, lo=0.0, hi=1.0)
-    l2: float = _f(0.0, lo=0.0)
+    l2: float = _f(0.0, lo=0.0)  # L2 on the dense / cross kernels (and the embeddings unless embedding_l2 is set)
+    # L2 on the embedding tables (None: model.l2). The id embeddings (e.g. 1000 users x 16)
+    # are what a multi-epoch teacher overfits first.
+    embedding_l2: Optional[float] = _f(None, lo=0.0)
     aux: AuxTowerConfig = _f(factory=AuxTowerConfig)
     # ESMM: the funnel child is predicted as pCTCVR = pCTR x pCVR on all impressions.
     esmm: bool = False
@@ -414,7 +432,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e.problem})") from None
     return key.split("."), value
@@ -447,7 +465,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> PipelineC
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = _read_yaml(f)
     except FileNotFoundError:
         raise ConfigError(f"--config: file not found: {path}") from None
     except yaml.YAMLError as e:

@@ -70,6 +70,7 @@ def test_wrong_type_names_the_key(override, message):
         ("serving.rest_port=70000", r"serving\.rest_port: expected a value <= 65535"),
         ("model.bottom_units=[64, 0]", r"model\.bottom_units: expected a value >= 1, got 0"),
         ("distill.student.tower_units=[-2]", r"distill\.student\.tower_units: expected a value >= 1, got -2"),
+        ("model.embedding_l2=-0.001", r"model\.embedding_l2: expected a value >= 0\.0, got -0\.001"),
     ],
 )
 def test_out_of_range_names_the_key(override, message):
@@ -167,3 +168,14 @@ def test_override_through_a_scalar_is_an_error():
 def test_int_is_accepted_for_a_float_field():
     assert _load("synthetic.task_correlation=1").synthetic.task_correlation == 1.0
     assert isinstance(_load("synthetic.task_correlation=1").synthetic.task_correlation, float)
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    """Plain YAML reads ``1e-5`` as a string; configs and --set read it as the float it means."""
+    text = open(os.path.join(REPO, "configs", "default.yaml")).read()
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("model:\n", "model:\n  l2: 1e-4\n  embedding_l2: 2E-3\n", 1).replace(
+        "  embedding_l2: 0.001\n", "", 1))
+    cfg = load_config(str(path), ["training.learning_rate=5e-3"])
+    assert (cfg.model.l2, cfg.model.embedding_l2, cfg.training.learning_rate) == (1e-4, 2e-3, 5e-3)
+    assert parse_override("name=1e5x")[1] == "1e5x"  # not a number: stays a string
