@@ -121,9 +121,7 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
         val_ds = make_dataset(run_dir.split_pattern("validation"), feature_info, t.batch_size)
     steps = t.steps_per_epoch or (math.ceil(n_train / t.batch_size) if n_train else None)
     if steps is None:
-        steps = int(train_ds.cardinality().numpy())
-        if steps < 0:
-            steps = sum(1 for _ in train_ds)
+        steps = _num_batches(train_ds)
     fit_steps, val_steps = t.steps_per_epoch, None
     if t.steps_per_execution > 1 and fit_steps is None:
         # Several steps per call need known epoch lengths: one epoch = `steps` batches of the

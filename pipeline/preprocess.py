@@ -90,8 +90,7 @@ class ReadValidSplits(beam.PTransform):
     def expand(self, pbegin):
         cfg = self._cfg
         split_cfg = cfg.preprocess.split
-        records = pbegin | "ReadRawRecords" >> ReadRawRecords(
-            self._pattern, self._fmt, cfg, reshuffle=cfg.preprocess.beam.reshuffle_records, namespace=self._namespace)
+        records = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, cfg, namespace=self._namespace)
         checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True, namespace=self._namespace)
         splits = checked.valid | "SplitRecords" >> SplitRecords(
             split_columns(cfg, features.raw_columns(cfg)), (split_cfg.train, split_cfg.validation, split_cfg.test))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -133,21 +134,22 @@ class ReadRawRecords(beam.PTransform):
         CSV/JSONL; '.gz' TFRecords are read as GZIP).
       cfg: the ``PipelineConfig`` (``cfg.data.csv`` holds header, column names, delimiter,
         quoting and missing-value strings).
-      reshuffle: redistribute the records after reading (a shuffle of every record; see above).
+      reshuffle: redistribute the records after reading (a shuffle of every record; see above);
+        None: ``cfg.preprocess.beam.reshuffle_records``.
       namespace: Beam metrics namespace for the ``files_read`` and ``records_read`` counters.
 
     Returns:
       A PCollection of raw records, in no particular order.
     """
 
-    def __init__(self, pattern: str, fmt: str, cfg, reshuffle: bool = False, namespace: str = "preprocess"):
+    def __init__(self, pattern: str, fmt: str, cfg, reshuffle: Optional[bool] = None, namespace: str = "preprocess"):
         super().__init__()
         if fmt not in FORMATS:
             raise ConfigError(f"data.format: expected one of {list(FORMATS)}, got {fmt!r}")
         self._pattern = pattern
         self._fmt = fmt
         self._csv_cfg = cfg.data.csv
-        self._reshuffle = reshuffle
+        self._reshuffle = cfg.preprocess.beam.reshuffle_records if reshuffle is None else reshuffle
         self._namespace = namespace
 
     def expand(self, pbegin):

@@ -95,8 +95,7 @@ class ScoreRawRecords(beam.PTransform):
         self._keys = list(cfg.preprocess.split.keys)
 
     def expand(self, pbegin):
-        records = pbegin | "ReadRawRecords" >> ReadRawRecords(
-            self._pattern, self._fmt, self._cfg, reshuffle=self._cfg.preprocess.beam.reshuffle_records, namespace=NAMESPACE)
+        records = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, self._cfg, namespace=NAMESPACE)
         checked = records | "ValidateRecords" >> ValidateRecords(self._cfg, require_labels=False, namespace=NAMESPACE)
         predictions = (checked.valid
                        | "RunInference" >> RunInference(self._handler)
