@@ -2,8 +2,8 @@
 
 On a run directory with a trained teacher (``python -m pipeline train`` or ``bench/train.py``):
 
-* **teacher scoring**: the distill stage's Beam job (``pipeline.teacher_scores.ScoreSplits``,
-  the handler ``pipeline.distill.teacher_handler`` builds) over the train split, on the
+* **teacher scoring**: the distill stage's Beam job (``pipeline.teacher_scoring.ScoreSplits``,
+  the handler ``pipeline.distillation.teacher_handler`` builds) over the train split, on the
   configured runner (``--mode``/``--workers`` of the DirectRunner); rows/s and peak RSS of
   this process and of its largest child (the DirectRunner's worker processes);
 * **in-process latency**, teacher vs student, at batch 1 and ``--batch``: p50 / p99 ms of a
@@ -28,11 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.run_dir import RunDir, write_json_atomic  # noqa: E402
+from core.config import load_config  # noqa: E402
+from core.run_dir import RunDir, write_json_atomic  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,8 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def scoring_throughput(cfg, run_dir: RunDir) -> dict:
     """Runs the teacher-scoring Beam job over the train split into a scratch directory."""
     from pipeline.beam_options import pipeline_options
-    from pipeline.distill import teacher_handler
-    from pipeline.teacher_scores import score_splits
+    from pipeline.stages.distill import teacher_handler
+    from pipeline.teacher_scoring import score_splits
 
     with tempfile.TemporaryDirectory(prefix="bench_scores-") as tmp:
         start = time.monotonic()

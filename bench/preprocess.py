@@ -30,10 +30,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import models  # noqa: F401,E402  (Keras 2 before TensorFlow)
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.run_dir import RunDir  # noqa: E402
+from core.config import load_config  # noqa: E402
+from core.run_dir import RunDir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,11 +54,12 @@ def _baseline(cfg, run_dir: RunDir) -> int:
     from tensorflow_transform.tf_metadata import dataset_metadata
 
     from pipeline.beam_options import pipeline_options
-    from pipeline.features import raw_columns
-    from pipeline.raw_io import ReadRawRecords
-    from pipeline.split import SPLITS, SplitRecords, split_columns
-    from pipeline.transform import raw_tft_feature_spec
-    from pipeline.validation import ValidateRecords
+    from core.features import raw_columns
+    from pipeline.preprocess.raw_io import ReadRawRecords
+    from core.splits import SPLITS, split_columns
+    from pipeline.preprocess.split import SplitRecords
+    from pipeline.preprocess.transform import raw_tft_feature_spec
+    from pipeline.preprocess.validation import ValidateRecords
 
     pattern, fmt = run_dir.raw_input(cfg)
     out = run_dir.path("bench_baseline")
@@ -76,15 +76,15 @@ def _baseline(cfg, run_dir: RunDir) -> int:
 
 
 def _stage(cfg, run_dir: RunDir) -> int:
-    from pipeline.preprocess import run_stage
+    from pipeline.stages.preprocess import run as run_preprocess
 
-    return run_stage(cfg, run_dir, None)["rows"]
+    return run_preprocess(cfg, run_dir, None).rows
 
 
 def _generate(cfg, run_dir: RunDir) -> int:
-    from pipeline.synthetic import run_stage
+    from pipeline.stages.generate import run as run_generate
 
-    return run_stage(cfg, run_dir, None)["rows"]
+    return run_generate(cfg, run_dir, None).rows
 
 
 PHASES = {"generate": _generate, "baseline": _baseline, "stage": _stage}

@@ -103,7 +103,7 @@ def _write_config(run_dir: str, rows: int) -> None:
     """config.yaml as the CLI would write it (bench/serving.py reads the run's config)."""
     import yaml
 
-    from pipeline.config import config_to_dict, load_config
+    from core.config import config_to_dict, load_config
 
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [f"synthetic.rows={rows}", "export.min_auc={}"])
     with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     from bench.report_md import render
-    from pipeline.run_dir import write_json_atomic
+    from core.run_dir import write_json_atomic
 
     def save(results: dict) -> str:
         write_json_atomic(args.output, results)

@@ -25,9 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.run_dir import write_json_atomic  # noqa: E402
+from core.run_dir import write_json_atomic  # noqa: E402
 
-import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 
 
@@ -89,8 +88,8 @@ def _export_roles(cfg, run_dir, base: str) -> list[str]:
 def bench(run_dir_path: str, n: int, duration: float, concurrency: int) -> dict:
     import yaml
 
-    from pipeline.config import config_from_dict
-    from pipeline.run_dir import RunDir
+    from core.config import config_from_dict
+    from core.run_dir import RunDir
     from serving.client import GrpcClient, RestClient
     from serving.raw_examples import read_split, to_example
     from serving.server import ModelServer

@@ -1,6 +1,6 @@
 """Measures how hard the default synthetic data is: oracle vs a full-size vs a small model.
 
-Generates the default config's synthetic rows in memory (``pipeline.synthetic.iter_chunks``),
+Generates the default config's synthetic rows in memory (``pipeline.synthetic.generator.iter_chunks``),
 splits them 80/10/10 (train / validation / test; ``--extra-test-rows`` more rows of the same
 seed are appended to the test set so its AUCs are less noisy), and trains two multi-task
 shared-bottom models directly on the raw columns in plain tf_keras (StringLookup /
@@ -28,14 +28,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.run_dir import write_json_atomic  # noqa: E402
+from core.run_dir import write_json_atomic  # noqa: E402
 
-import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.synthetic import iter_chunks  # noqa: E402
+from core.config import load_config  # noqa: E402
+from pipeline.synthetic.generator import iter_chunks  # noqa: E402
 
 CATEGORICAL = ["user_id", "item_id", "item_category", "device", "hour"]
 NUMERIC = ["price", "user_activity", "user_tenure_days", "item_popularity", "item_rating"]

@@ -203,10 +203,9 @@ def main(argv=None) -> int:
     if not args.run_dir:
         ap.error("--run-dir is required")
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    import models  # noqa: F401  (Keras 2)
     from models.model_io import load_feature_info
-    from pipeline.config import load_config
-    from pipeline.run_dir import RunDir, write_json_atomic
+    from core.config import load_config
+    from core.run_dir import RunDir, write_json_atomic
 
     cfg, run_dir = load_config(args.config), RunDir(args.run_dir)
     info = load_feature_info(run_dir)

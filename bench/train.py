@@ -24,29 +24,28 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.run_dir import RunDir, write_json_atomic  # noqa: E402
+from core.config import load_config  # noqa: E402
+from core.run_dir import RunDir, write_json_atomic  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(run_dir: str, epochs: int, overrides: list[str]) -> dict:
     """Trains the teacher once; returns rows, seconds, examples/s, peak RSS and validation AUCs."""
-    from pipeline.train import run_stage
+    from pipeline.stages.train import run as run_train
 
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"),
                       [f"training.epochs={epochs}", "training.verbose=0", "training.early_stopping_patience=100",
                        *overrides])
     start = time.monotonic()
-    result = run_stage(cfg, RunDir(run_dir), None)
+    result = run_train(cfg, RunDir(run_dir), None)
     wall = time.monotonic() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"rows": result["rows"], "epochs": result["metrics"]["epochs_run"], "seconds": round(wall, 2),
-            "examples_per_second": round(result["rows"] / wall, 1), "peak_rss_mb": round(peak_mb, 1),
-            "params": result["metrics"]["params"], "batch_size": cfg.training.batch_size,
-            "val_auc_mean": result["metrics"].get("val_auc_mean")}
+    return {"rows": result.rows, "epochs": result.metrics["epochs_run"], "seconds": round(wall, 2),
+            "examples_per_second": round(result.rows / wall, 1), "peak_rss_mb": round(peak_mb, 1),
+            "params": result.metrics["params"], "batch_size": cfg.training.batch_size,
+            "val_auc_mean": result.metrics.get("val_auc_mean")}
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ is built from the student alone, so no adaptor variable is ever exported.
 """
 from __future__ import annotations
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 

@@ -9,10 +9,10 @@ read (for MMoE/PLE: that task's gated mixture of experts).
 """
 from __future__ import annotations
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 
+from core.registries import BACKBONES
 from models.mlp import MLP, check_units
 
 
@@ -156,12 +156,23 @@ class PLE(keras.layers.Layer):
 
 
 def backbone_from_config(model_cfg, num_tasks: int) -> keras.layers.Layer:
-    """The backbone named by ``model_cfg.backbone`` ('shared_bottom', 'mmoe' or 'ple')."""
+    """The backbone registered as ``model_cfg.backbone`` in ``core.registries.BACKBONES``."""
+    return BACKBONES.get(model_cfg.backbone)(model_cfg, num_tasks)
+
+
+@BACKBONES.register("shared_bottom", "one MLP every task reads (model.bottom_units)")
+def _shared_bottom(model_cfg, num_tasks: int) -> SharedBottom:
+    return SharedBottom(num_tasks, model_cfg.bottom_units, model_cfg.dropout, model_cfg.l2, name="backbone")
+
+
+@BACKBONES.register("mmoe", "shared experts, one softmax gate per task (model.experts)")
+def _mmoe(model_cfg, num_tasks: int) -> MMoE:
     e = model_cfg.experts
-    if model_cfg.backbone == "shared_bottom":
-        return SharedBottom(num_tasks, model_cfg.bottom_units, model_cfg.dropout, model_cfg.l2, name="backbone")
-    if model_cfg.backbone == "mmoe":
-        return MMoE(num_tasks, e.num_shared, e.units, model_cfg.dropout, model_cfg.l2, name="backbone")
-    if model_cfg.backbone == "ple":
-        return PLE(num_tasks, e.num_shared, e.num_specific, e.units, e.levels, model_cfg.dropout, model_cfg.l2, name="backbone")
-    raise ValueError(f"`backbone` must be one of 'shared_bottom', 'mmoe', 'ple'. Received: backbone={model_cfg.backbone!r}")
+    return MMoE(num_tasks, e.num_shared, e.units, model_cfg.dropout, model_cfg.l2, name="backbone")
+
+
+@BACKBONES.register("ple", "stacked CGC layers of shared and task-specific experts (model.experts)")
+def _ple(model_cfg, num_tasks: int) -> PLE:
+    e = model_cfg.experts
+    return PLE(num_tasks, e.num_shared, e.num_specific, e.units, e.levels, model_cfg.dropout, model_cfg.l2,
+               name="backbone")

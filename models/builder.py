@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 
@@ -28,8 +27,8 @@ def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int
     Call inside ``strategy.scope()`` to distribute it (see ``models.distribute``).
 
     Args:
-      model_cfg: a ``pipeline.config.ModelConfig`` (teacher's ``cfg.model`` or the student's).
-      feature_info: ``pipeline.features.FeatureInfo`` (cardinalities size the embeddings).
+      model_cfg: a ``core.config.ModelConfig`` (teacher's ``cfg.model`` or the student's).
+      feature_info: ``core.features.FeatureInfo`` (cardinalities size the embeddings).
       tasks: list of ``TaskConfig`` (name, weight); their order is the task order.
       funnel: ``FunnelConfig`` (parent, child) or None; needed for esmm / masked_child_loss.
       seed: seeds Python, NumPy and TF before the variables are created (repeatable init).

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
 log = logging.getLogger("models.training")

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import os
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 
 def get_strategy(distribute_cfg) -> tf.distribute.Strategy:

@@ -1,7 +1,6 @@
 """FeatureEmbedding: a dict of transformed features -> one dense input vector."""
 from __future__ import annotations
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 

@@ -5,12 +5,11 @@ import logging
 
 import numpy as np
 
-import models  # noqa: F401  (Keras 2)
 
 from models import metrics as M
 from models.inputs import make_dataset
 from models.outputs import eval_output_key
-from pipeline.features import GROUP_KEY, WEIGHT_KEY, label_key
+from core.features import GROUP_KEY, WEIGHT_KEY, label_key
 
 log = logging.getLogger("models.evaluation")
 

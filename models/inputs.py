@@ -4,11 +4,10 @@ from __future__ import annotations
 import glob
 import logging
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
-from pipeline.errors import InputError
-from pipeline.features import GROUP_KEY, WEIGHT_KEY, FeatureInfo, label_key
+from core.errors import InputError
+from core.features import GROUP_KEY, WEIGHT_KEY, FeatureInfo, label_key
 
 log = logging.getLogger("models.inputs")
 
@@ -39,7 +38,7 @@ def count_examples(file_pattern: str) -> int:
     try:
         return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
     except tf.errors.OpError as e:  # name the corrupt or truncated shard
-        from pipeline.artifact_checks import shard_error
+        from core.artifact_checks import shard_error
 
         raise shard_error([file_pattern], e) from None
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 

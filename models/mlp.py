@@ -1,7 +1,6 @@
 """MLP: the dense ReLU stack every backbone, expert and tower is made of."""
 from __future__ import annotations
 
-import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
 from models import multi_worker
-from pipeline import artifact_checks
-from pipeline import config as config_module
-from pipeline.config import FunnelConfig, ModelConfig, TaskConfig
-from pipeline.errors import InputError
-from pipeline.features import FeatureInfo
-from pipeline.run_dir import atomic_dir, read_json, write_json_atomic
+from core import artifact_checks
+from core import config as config_module
+from core.config import FunnelConfig, ModelConfig, TaskConfig
+from core.errors import InputError
+from core.features import FeatureInfo
+from core.run_dir import atomic_dir, read_json, write_json_atomic
 
 SERVING_MODEL = "serving_model"
 MODEL_CONFIG = "model_config.json"

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from typing import Iterator
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 
 def task() -> tuple[str | None, int]:

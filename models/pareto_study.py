@@ -13,14 +13,13 @@ import logging
 
 import numpy as np
 
-import models  # noqa: F401  (Keras 2)
 import tf_keras as keras
 
 from models.builder import build_ranker
 from models.evaluation import evaluate_predictions, predict_split
 from models.pareto import hypervolume, pareto_front
 from models.training import train_model
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger("models.pareto")
 ARMS = {"without aux towers": False, "with aux towers": True}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from pipeline.report import pyplot, save_figure
+from core.figures import pyplot, save_figure
 
 plt = pyplot()
 

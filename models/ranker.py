@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from models.outputs import CTCVR, logit_key, probability_key
 from models.towers import FunnelProduct
-from pipeline.features import WEIGHT_KEY, label_key
+from core.features import WEIGHT_KEY, label_key
 
 
 def ranking_task(name: str, with_metrics: bool = True) -> tfrs.tasks.Ranking:

@@ -1,7 +1,6 @@
 """Task towers: an MLP ending in one logit. A self-auxiliary tower is the same with fewer units."""
 from __future__ import annotations
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 

@@ -16,14 +16,13 @@ from typing import Optional
 
 import numpy as np
 
-import models  # noqa: F401  (Keras 2)
 import tensorflow as tf
 import tf_keras as keras
 
 from models import model_io, multi_worker
 from models.callbacks import AucMean, EpochLog, EpochSummaries
 from models.inputs import count_examples, make_dataset
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger("models.training")
 
@@ -138,7 +137,7 @@ def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=fit_steps,
                          validation_steps=val_steps, callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
     except tf.errors.DataLossError as e:  # name the corrupt or truncated shard
-        from pipeline.artifact_checks import shard_error
+        from core.artifact_checks import shard_error
 
         raise shard_error([run_dir.split_pattern("train"), run_dir.split_pattern("validation")], e) from None
     per_epoch = steps * t.batch_size if (t.steps_per_epoch or not n_train) else n_train

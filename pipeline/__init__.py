@@ -1,2 +1,4 @@
-"""Preprocessing stages, orchestration and the ``python -m pipeline`` command line."""
-import models  # noqa: F401  (selects Keras 2 before any TensorFlow import)
+"""The top layer: the ``python -m pipeline`` command line, stage glue and the Beam jobs
+(preprocessing with TF Transform, teacher scoring, batch predictions) over ``core``,
+``models`` and ``serving``."""
+import core  # noqa: F401  (the kernel below: selects Keras 2 before TensorFlow, see core/__init__.py)

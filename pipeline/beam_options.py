@@ -20,7 +20,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

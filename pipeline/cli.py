@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 
-from pipeline.errors import ConfigError, PipelineError
+from core.errors import ConfigError, PipelineError
 from pipeline.stages import STAGES, stages_for_run
+from pipeline.stages.base import run_order
 
 DEFAULT_CONFIG = os.path.join("configs", "default.yaml")
 
@@ -58,15 +59,6 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="show tracebacks and debug logs")
 
 
-def _beam_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("Beam (overrides preprocess.beam in the config)")
-    g.add_argument("--runner", help="Beam runner, e.g. DirectRunner, DataflowRunner, FlinkRunner, SparkRunner")
-    g.add_argument("--num-workers", type=int, metavar="N",
-                   help="DirectRunner worker processes (0: one per core)")
-    g.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
-                   help="extra pipeline option passed to Beam as is, e.g. --beam-arg=--project=my-proj (repeatable)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="python -m pipeline", description=DESCRIPTION, epilog=EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,24 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p, suppress=True)
         return p
 
-    add("run", "run every stage in order: " + ", ".join(s for s in STAGES if STAGES[s].in_run))
-    for stage in STAGES.values():
-        p = add(stage.name, stage.help)
-        if stage.name in ("preprocess", "distill", "predict"):
-            _beam_options(p)
-        if stage.name == "predict":
-            p.add_argument("--input", metavar="GLOB", help="raw input files to score (default: the run's raw input data)")
-            p.add_argument("--output", metavar="DIR", help="output directory (default: <run-dir>/predictions)")
-            p.add_argument("--format", choices=["csv", "jsonl", "parquet", "tfrecord"],
-                           help="input format (default: data.format of the config)")
-        if stage.name == "serve":
-            p.add_argument("--model-base", metavar="DIR",
-                           help="directory holding <model_name>/<version>/ SavedModels (default: export.base_dir)")
-            p.add_argument("--rest-port", type=int, help="REST port (default: serving.rest_port; 0 disables REST)")
-            p.add_argument("--grpc-port", type=int, help="gRPC port (default: serving.grpc_port; 0 disables gRPC)")
-        if stage.name == "export":
-            p.add_argument("--model", choices=["teacher", "student"],
-                           help="which trained model to export (default: export.serve_model, or the teacher when no student exists)")
+    add("run", "run every stage in order: " + ", ".join(run_order()))
+    for name in STAGES.names():
+        entry = STAGES.get(name)
+        p = add(name, entry.help)
+        if entry.add_arguments is not None:
+            entry.add_arguments(p)
     return parser
 
 
@@ -142,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     import yaml
 
-    from pipeline.config import config_to_dict, load_config
-    from pipeline.run_dir import RunDir, Summary
+    from core.config import config_to_dict, load_config
+    from core.run_dir import RunDir, Summary
     from pipeline.stages import run_stage
+
+    from models import backbones, distillation_losses  # noqa: F401  (register model.backbone and distill.mode)
 
     cfg = load_config(args.config, _apply_cli_overrides(args))
     if getattr(args, "beam_arg", None):
@@ -160,7 +142,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     names = stages_for_run(cfg) if args.command == "run" else [args.command]
     for i, name in enumerate(names, 1):
         if len(names) > 1:
-            print(f"[{i}/{len(names)}] {name}: {STAGES[name].help}", flush=True)
+            print(f"[{i}/{len(names)}] {name}: {STAGES.help(name)}", flush=True)
         run_stage(name, cfg, run_dir, args)
     print(f"summary: {run_dir.summary_file}\nreport:  {run_dir.report_file}", flush=True)
     return 0

@@ -13,8 +13,7 @@ import time
 
 import numpy as np
 
-import models  # noqa: F401  (Keras 2)
-from pipeline.report import pyplot, save_figure
+from core.figures import pyplot, save_figure
 
 METRICS = ("auc", "logloss")
 BATCH = 512  # the second latency column: compute-bound, where the model size shows

@@ -3,29 +3,9 @@ from __future__ import annotations
 
 import os
 
-from pipeline.run_dir import RunDir, Summary
+from core.run_dir import RunDir, Summary
 
 _METRIC_ORDER = ["auc", "oracle_auc", "oracle_gap", "gauc", "logloss", "calibration", "mean_prediction", "mean_label"]
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (PNG files, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str, dpi: int = 100) -> str:
-    """Saves ``fig`` as a PNG at ``path`` atomically (temp file + rename), closes it, returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    pyplot().close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def _fmt(v) -> str:

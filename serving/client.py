@@ -16,7 +16,6 @@ import json
 import os
 import sys
 
-import models  # noqa: F401
 
 
 class ServingClientError(Exception):
@@ -168,8 +167,8 @@ class GrpcClient:
 def _run_rows(run_dir: str, rows: int) -> tuple:
     import yaml
 
-    from pipeline.config import config_from_dict
-    from pipeline.run_dir import RunDir
+    from core.config import config_from_dict
+    from core.run_dir import RunDir
     from serving.raw_examples import read_split, to_example
 
     rd = RunDir(run_dir)

@@ -26,12 +26,11 @@ from __future__ import annotations
 import logging
 import math
 
-import models  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from pipeline import features
-from pipeline.errors import GateFailedError
+from core import features
+from core.errors import GateFailedError
 from serving.raw_examples import to_columns, to_example
 from serving.session_model import SessionModel
 from serving.warmup import WarmupError, replay_warmup

@@ -2,44 +2,30 @@
 
 Export needs a few hundred or thousand raw rows outside Beam: validation rows for the warmup
 file, test rows for the gate's metrics and skew checks. ``read_split`` reuses the
-preprocessing engineer's decoders (``pipeline.raw_formats``), record checks
-(``pipeline.validation.RecordSchema``) and split assignment (``pipeline.split``), so it
+preprocessing engineer's decoders (``core.raw_formats``), record checks
+(``pipeline.preprocess.validation.RecordSchema``) and split assignment (``pipeline.preprocess.split``), so it
 yields exactly the records preprocessing put into that split, in file order.
 ``to_example`` turns a typed record into the raw ``tf.Example`` a serving client sends
-(features only, parsed by ``pipeline.features.serving_feature_spec``).
+(features only, parsed by ``core.features.serving_feature_spec``).
 """
 from __future__ import annotations
 
 import logging
 from typing import Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from core import features
 
-from pipeline import features, raw_formats
-from pipeline.raw_io import list_input_files
-from pipeline.split import SPLITS, assign_split, split_columns, split_key
-from pipeline.validation import InvalidRecord, RecordSchema
+from core import raw_formats
+from core.records import InvalidRecord, RecordSchema
+from core.splits import SPLITS, assign_split, split_columns, split_key
 
 log = logging.getLogger("serving.raw_examples")
 
 
 def iter_raw_records(pattern: str, fmt: str, cfg) -> Iterator[dict]:
-    """Raw records (``pipeline.raw_formats``) of every file matching ``pattern``, in path order."""
-    for path in list_input_files(pattern):
-        if fmt == "tfrecord":
-            yield from raw_formats.read_tfrecord(path, path)
-            continue
-        compression = CompressionTypes.UNCOMPRESSED if fmt == "parquet" else CompressionTypes.AUTO
-        with FileSystems.open(path, compression_type=compression) as stream:
-            if fmt == "csv":
-                yield from raw_formats.read_csv(stream, path, cfg.data.csv)
-            elif fmt == "jsonl":
-                yield from raw_formats.read_jsonl(stream, path)
-            elif fmt == "parquet":
-                yield from raw_formats.read_parquet(stream, path)
-            else:
-                raise ValueError(f"format must be one of csv, jsonl, parquet, tfrecord. Received: fmt={fmt!r}")
+    """Raw records (``core.raw_formats``) of every file matching ``pattern``, in path order."""
+    for path in raw_formats.list_input_files(pattern):
+        yield from raw_formats.read_file(path, fmt, cfg.data.csv)
 
 
 def read_split(cfg, pattern: str, fmt: str, split: str, limit: int) -> list[dict]:

@@ -11,12 +11,8 @@ on the command line 0 disables that front end, while the ``ModelServer`` class t
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
 
-from pipeline.errors import ConfigError, ServingError
-from pipeline.run_dir import RunDir
+from core.errors import ServingError
 from serving.api import ServingApi
 from serving.model_store import ModelStore
 from serving.session_model import SessionModel
@@ -75,40 +71,3 @@ class ModelServer:
         if self.grpc:
             self.grpc.stop()
         self.store.stop()
-
-
-def run_stage(cfg, run_dir: RunDir, opts) -> dict:
-    base = getattr(opts, "model_base", None) or run_dir.serving_base(cfg.export.base_dir)
-    if not os.path.isdir(base):
-        raise ServingError(f"model base directory {base} not found; run `python -m pipeline export` first "
-                           "or pass --model-base")
-    rest_port = getattr(opts, "rest_port", None)
-    grpc_port = getattr(opts, "grpc_port", None)
-    rest_port = cfg.serving.rest_port if rest_port is None else rest_port
-    grpc_port = cfg.serving.grpc_port if grpc_port is None else grpc_port
-    if not rest_port and not grpc_port:
-        raise ConfigError("--rest-port and --grpc-port: both are 0 (disabled); enable at least one")
-    server = ModelServer(base, cfg.serving.host, rest_port or None, grpc_port or None,
-                         cfg.serving.poll_seconds, cfg.serving.max_batch_size).start()
-    names = server.store.model_names()
-    status = server.store.all_status()
-    log.info("serving %s from %s (poll every %.1f s, max batch %d)", names or "no models yet", base,
-             cfg.serving.poll_seconds, cfg.serving.max_batch_size)
-    for n, st in status.items():
-        log.info("model %s: %s", n, ", ".join(f"v{s['version']} {s['state']}" for s in st))
-    if server.rest_port:
-        log.info("REST on http://%s:%d/v1/models/<name>", cfg.serving.host, server.rest_port)
-    if server.grpc_port:
-        log.info("gRPC on %s:%d (PredictionService, ModelService)", cfg.serving.host, server.grpc_port)
-    log.info("press Ctrl-C to stop")
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        log.info("interrupted; shutting down")
-    finally:
-        server.stop()
-    return {"metrics": {"models": len(names)}, "message": "server stopped"}

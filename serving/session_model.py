@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import models  # noqa: F401
 import numpy as np
 import tensorflow as tf
 

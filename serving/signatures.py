@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 
-import models  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -46,7 +45,7 @@ class ServingModule(tf.Module):
     Args:
       tft_layer: ``TFTransformOutput.transform_features_layer()``.
       keras_model: the serving model: dict of ``model_inputs`` -> dict of outputs.
-      feature_spec: raw ``tf.io`` parsing spec (``pipeline.features.serving_feature_spec``).
+      feature_spec: raw ``tf.io`` parsing spec (``core.features.serving_feature_spec``).
       model_inputs: transformed feature names the model reads.
       classification_task: task whose probability the classify/regress signatures return.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.run_dir import read_json
+from core.run_dir import read_json
 
 METRICS_FILE = os.path.join("assets.extra", "metrics.json")
 BLESSED_FILE = "BLESSED"

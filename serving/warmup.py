@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import models  # noqa: F401
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2

@@ -1,10 +1,9 @@
 """Shared fixtures: small configs and paths that tests across the tree use."""
 import os
 
-import models  # noqa: F401  (selects Keras 2 before any TensorFlow import)
 import pytest
 
-from pipeline.config import config_from_dict, load_config
+from core.config import config_from_dict, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CENSUS_PATH = os.path.join(REPO, "..", "shared", "data", "census_income_kdd", "census-income.test.gz")

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.config import load_config
+from core.config import load_config
 from tests.models.fake_data import REPO, TINY, make_fake_run
 
 

@@ -7,12 +7,11 @@ labels follow a known logistic model so a small model learns something in one ep
 """
 import os
 
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import tensorflow as tf
 
-from pipeline.features import FeatureInfo
-from pipeline.run_dir import RunDir, write_json_atomic
+from core.features import FeatureInfo
+from core.run_dir import RunDir, write_json_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CARDINALITIES = {"user_id": 21, "item_id": 11, "item_category": 4, "device": 4, "hour": 25}

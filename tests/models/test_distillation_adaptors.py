@@ -1,5 +1,4 @@
 """FeatureAdaptor: linear without bias, config round trip, invalid arguments."""
-import models  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,12 +1,11 @@
 """Distillation losses: hand-computed values per mode, alpha and T behaviour, gradients."""
 import math
 
-import models  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.distillation import DistillationLoss, distillation_loss, feature_alignment_loss
+from models.distillation_losses import DistillationLoss, distillation_loss, feature_alignment_loss
 
 
 def sig(x):

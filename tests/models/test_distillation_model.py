@@ -1,13 +1,13 @@
 """DistilledRanker: loss wiring, online teacher, feature alignment, adaptors never exported."""
-import models  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models.builder import build_ranker, dummy_batch
-from models.distillation import DistilledRanker, distillation_loss
-from pipeline.config import ModelConfig
-from pipeline.features import FeatureInfo
+from models.distillation import DistilledRanker
+from models.distillation_losses import distillation_loss
+from core.config import ModelConfig
+from core.features import FeatureInfo
 
 INFO = FeatureInfo(categorical={"user_id": 7, "device": 3}, numeric=["price"], tasks=["click", "conversion"])
 

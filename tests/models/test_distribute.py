@@ -1,13 +1,12 @@
 """The strategy chooser (the multi-worker run itself is tested elsewhere)."""
-import models  # noqa: F401  (Keras 2)
 import pytest
 import tensorflow as tf
 
 from models.builder import build_ranker
 from models.distribute import get_strategy
-from pipeline.config import DistributeConfig
-from pipeline.errors import ConfigError
-from pipeline.features import FeatureInfo
+from core.config import DistributeConfig
+from core.errors import ConfigError
+from core.features import FeatureInfo
 from tests.models.fake_data import CARDINALITIES, NUMERIC
 
 

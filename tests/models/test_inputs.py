@@ -1,10 +1,9 @@
 """The tf.data input pipeline over transformed TFRecord shards."""
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import pytest
 
 from models.inputs import count_examples, make_dataset, transformed_feature_spec
-from pipeline.errors import InputError
+from core.errors import InputError
 
 
 def test_batches_hold_every_contract_feature_as_scalars(fake_run):

@@ -1,5 +1,4 @@
 """Layers: config round trips, shapes, and invalid arguments."""
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,7 +1,6 @@
 """MultiTaskRanker: self-auxiliary towers, ESMM, masked child loss, serving sub-model."""
 import dataclasses
 
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import pytest
 import tensorflow as tf

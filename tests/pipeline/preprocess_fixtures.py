@@ -9,7 +9,7 @@ import csv
 import io
 import random
 
-from pipeline.config import load_config
+from core.config import load_config
 
 COLUMNS = ["impression_id", "user_id", "item_id", "item_category", "device", "hour", "price", "user_activity",
            "user_tenure_days", "item_popularity", "item_rating", "click", "conversion", "p_click", "p_conversion"]

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from pipeline.config import config_from_dict, config_to_dict, load_config, parse_override
-from pipeline.errors import ConfigError
+from core.config import config_from_dict, config_to_dict, load_config, parse_override
+from core.errors import ConfigError
 from tests.conftest import REPO
 
 DEFAULT = os.path.join(REPO, "configs", "default.yaml")

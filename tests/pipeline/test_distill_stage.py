@@ -2,17 +2,17 @@
 import glob
 import os
 
-import models  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models import model_io
-from pipeline import distill
-from pipeline.config import load_config
-from pipeline.run_dir import Summary
+from pipeline import distillation as distill
+from core.config import load_config
+from core.run_dir import Summary
 from pipeline.stages import run_stage
 from tests.models.conftest import REPO, TINY, make_fake_run
+from pipeline.stages.distill import run as run_distill
 
 FAST = TINY + ["preprocess.beam.direct_running_mode=in_memory", "preprocess.beam.direct_num_workers=1",
                "distill.student.embedding_dim=2", "distill.student.bottom_units=[4]", "distill.student.tower_units=[2]"]
@@ -25,7 +25,7 @@ def _count(pattern):
 @pytest.fixture(scope="module")
 def trained_teacher(tmp_path_factory):
     """A run directory with fake transformed data and a tiny trained teacher."""
-    from pipeline.train import train_role
+    from pipeline.stages.train import train_role
 
     root = str(tmp_path_factory.mktemp("distill") / "run")
     run_dir, info = make_fake_run(root, sizes=(640, 192, 192))
@@ -45,7 +45,7 @@ def test_distill_stage_writes_student_scores_and_table(trained_teacher):
     for split in ("train", "validation"):
         n_in = _count(run_dir.split_pattern(split))
         assert _count(os.path.join(run_dir.scores_dir, f"{split}-*.tfrecord.gz")) == n_in
-        assert result["metrics"]["scoring"][split] == {"rows_in": n_in, "rows_scored": n_in, "rows_dead_letter": 0}
+        assert result.metrics["scoring"][split] == {"rows_in": n_in, "rows_scored": n_in, "rows_dead_letter": 0}
 
     # the saved student is the KD student of the first seed, without adaptors
     student = model_io.load_serving_model(run_dir, "student")
@@ -56,7 +56,7 @@ def test_distill_stage_writes_student_scores_and_table(trained_teacher):
     model_cfg, _, _, _ = model_io.load_model_config(run_dir, "student")
     assert model_cfg.embedding_dim == 2 and model_cfg.bottom_units == [4]
 
-    m = result["metrics"]
+    m = result.metrics
     table = m["table"]
     assert set(table) == {"teacher", "student_kd", "student_no_kd", "student_label_smoothing", "student_reweight"}
     assert table["student_kd"]["seeds"] == 2 and table["teacher"]["seeds"] == 1
@@ -89,9 +89,9 @@ def test_frozen_teacher_reproduces_the_saved_teacher(trained_teacher):
 
 
 def test_distill_without_a_teacher_names_the_stage_to_run(tmp_path):
-    from pipeline.errors import InputError
+    from core.errors import InputError
 
     run_dir, _ = make_fake_run(str(tmp_path / "run"), sizes=(8, 8, 8))
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), FAST)
     with pytest.raises(InputError, match="pipeline train"):
-        distill.run_stage(cfg, run_dir, None)
+        run_distill(cfg, run_dir, None)

@@ -5,9 +5,9 @@ import os
 import pytest
 
 from models.pareto_study import summarize, verdict
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
-from pipeline.pareto import run_stage
+from core.config import load_config
+from core.errors import ConfigError
+from pipeline.stages.pareto import run as run_pareto
 from tests.models.fake_data import REPO, TINY, make_fake_run
 
 
@@ -30,11 +30,11 @@ def test_study_needs_two_tasks_and_valid_weights(tmp_path):
     run_dir, _ = make_fake_run(str(tmp_path / "run"), sizes=(64, 32, 32))
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY + ["pareto.first_task_weights=[1.5]"])
     with pytest.raises(ConfigError, match="first_task_weights"):
-        run_stage(cfg, run_dir, None)
+        run_pareto(cfg, run_dir, None)
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY)
     cfg.data.tasks = cfg.data.tasks[:1]
     with pytest.raises(ConfigError, match="two tasks"):
-        run_stage(cfg, run_dir, None)
+        run_pareto(cfg, run_dir, None)
 
 
 @pytest.mark.slow
@@ -42,11 +42,11 @@ def test_pareto_stage_trains_both_arms_and_writes_table_plot_and_verdict(tmp_pat
     run_dir, _ = make_fake_run(str(tmp_path / "run"))
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"),
                       TINY + ["pareto.first_task_weights=[0.3]", "pareto.seeds=[1]", "pareto.epochs=1"])
-    result = run_stage(cfg, run_dir, None)
-    assert result["rows"] == 2
+    result = run_pareto(cfg, run_dir, None)
+    assert result.rows == 2
     saved = json.load(open(run_dir.path("pareto", "summary.json")))
     assert {(p["aux"], p["weight"]) for p in saved["points"]} == {(a, w) for a in (False, True) for w in (0.3,)}
     assert all(0.0 <= p["auc_1"] <= 1.0 for p in saved["points"])
     assert os.path.getsize(run_dir.path("plots", "pareto_frontiers.png")) > 0
-    assert "with aux towers" in result["report"] and "| arm |" in result["report"]
-    assert result["message"].split(":")[0] in ("Yes", "No", "Not conclusively")
+    assert "with aux towers" in result.report and "| arm |" in result.report
+    assert result.message.split(":")[0] in ("Yes", "No", "Not conclusively")

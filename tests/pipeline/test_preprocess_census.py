@@ -5,10 +5,10 @@ import apache_beam as beam
 import pytest
 
 from pipeline.beam_options import pipeline_options
-from pipeline.config import load_config
-from pipeline.features import raw_columns
-from pipeline.raw_io import ReadRawRecords, check_inputs
-from pipeline.validation import ValidateRecords
+from core.config import load_config
+from core.features import raw_columns
+from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from pipeline.preprocess.validation import ValidateRecords
 from tests.conftest import REPO
 from tests.pipeline import preprocess_fixtures as fx
 

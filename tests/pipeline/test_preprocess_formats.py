@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from pipeline.beam_options import pipeline_options
-from pipeline.errors import InputError
-from pipeline.raw_io import ReadRawRecords, check_inputs
-from pipeline.validation import ValidateRecords
+from core.errors import InputError
+from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from pipeline.preprocess.validation import ValidateRecords
 from tests.pipeline import preprocess_fixtures as fx
 
 N = 30

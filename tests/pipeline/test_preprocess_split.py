@@ -6,11 +6,12 @@ import apache_beam as beam
 import pytest
 
 from pipeline.beam_options import beam_flags, pipeline_options
-from pipeline.config import BeamConfig
-from pipeline.errors import ConfigError
-from pipeline.raw_io import ReadRawRecords
-from pipeline.split import SPLITS, SplitRecords, assign_split, fingerprint_fraction, split_columns, split_key
-from pipeline.validation import ValidateRecords
+from core.config import BeamConfig
+from core.errors import ConfigError
+from pipeline.preprocess.raw_io import ReadRawRecords
+from core.splits import SPLITS, assign_split, fingerprint_fraction, split_columns, split_key
+from pipeline.preprocess.split import SplitRecords
+from pipeline.preprocess.validation import ValidateRecords
 from tests.pipeline import preprocess_fixtures as fx
 
 

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline import features
+from core import features
 from pipeline.cli import main
-from pipeline.errors import DataValidationError
-from pipeline.preprocess import run_stage
-from pipeline.run_dir import RunDir, read_json
-from pipeline.split import assign_split
-from pipeline.transform import MISSING_TOKEN
+from core.errors import DataValidationError
+from pipeline.stages.preprocess import run as run_preprocess
+from core.run_dir import RunDir, read_json
+from core.splits import assign_split
+from pipeline.preprocess.transform import MISSING_TOKEN
 from tests.pipeline import preprocess_fixtures as fx
 
 N_GOOD = 300
@@ -35,7 +35,7 @@ def logs(tmp_path_factory):
 def stage(logs):
     d, path, _ = logs
     run_dir = RunDir(str(d / "run1"))
-    result = run_stage(fx.files_config(path, "csv", ALLOWED, BUCKETS), run_dir, None)
+    result = run_preprocess(fx.files_config(path, "csv", ALLOWED, BUCKETS), run_dir, None)
     return run_dir, result
 
 
@@ -49,7 +49,7 @@ def test_counts_add_up_and_dead_letters_have_reasons(stage):
     run_dir, result = stage
     stats = read_json(run_dir.stats_file)
     n_bad = len(fx.bad_lines())
-    assert result["rows"] == stats["rows_read"] == N_GOOD + n_bad
+    assert result.rows == stats["rows_read"] == N_GOOD + n_bad
     assert stats["valid"] == N_GOOD and stats["dead_lettered"] == n_bad
     assert stats["by_reason"] == fx.expected_reason_counts()
     assert sum(stats["rows_per_split"].values()) == N_GOOD
@@ -57,9 +57,9 @@ def test_counts_add_up_and_dead_letters_have_reasons(stage):
         assert len(_read_split(run_dir, split)) == n
     letters = [line for f in glob.glob(os.path.join(run_dir.dead_letter_dir, "*.jsonl")) for line in open(f)]
     assert len(letters) == n_bad
-    assert result["metrics"]["by_reason"] == stats["by_reason"]
-    assert "| dead: funnel_violation | 1 |" in result["report"]
-    assert os.path.exists(os.path.join(run_dir.root, result["plots"][0]))
+    assert result.metrics["by_reason"] == stats["by_reason"]
+    assert "| dead: funnel_violation | 1 |" in result.report
+    assert os.path.exists(os.path.join(run_dir.root, result.plots[0]))
 
 
 def test_outputs_follow_the_feature_contract(stage):
@@ -145,7 +145,7 @@ def test_stage_fails_above_the_dead_letter_threshold(logs):
     d, path, _ = logs
     run_dir = RunDir(str(d / "run3"))
     with pytest.raises(DataValidationError) as e:
-        run_stage(fx.files_config(path), run_dir, None)  # default maximum: 1%
+        run_preprocess(fx.files_config(path), run_dir, None)  # default maximum: 1%
     message = str(e.value)
     assert "max_dead_letter_fraction=0.01" in message
     assert "wrong_column_count: 2" in message and "non_finite_value: 2" in message

@@ -6,12 +6,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import raw_formats
+from core import raw_formats
 from pipeline.beam_options import pipeline_options
-from pipeline.config import CsvConfig
-from pipeline.features import MISSING_CATEGORY
-from pipeline.raw_io import ReadRawRecords
-from pipeline.validation import InvalidRecord, RecordSchema, ValidateRecords
+from core.config import CsvConfig
+from core.features import MISSING_CATEGORY
+from pipeline.preprocess.raw_io import ReadRawRecords
+from core.records import InvalidRecord, RecordSchema
+from pipeline.preprocess.validation import ValidateRecords
 from tests.conftest import make_config
 from tests.pipeline import preprocess_fixtures as fx
 

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import synthetic
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
-from pipeline.run_dir import RunDir, read_json
-from pipeline.synthetic_model import COLUMNS, World
+from pipeline.synthetic import generator as synthetic
+from core.config import load_config
+from core.errors import ConfigError
+from core.run_dir import RunDir, read_json
+from pipeline.synthetic.click_model import COLUMNS, World
 from tests.conftest import REPO
+from pipeline.stages.generate import run as run_generate
 
 SMALL = ["synthetic.num_users=200", "synthetic.num_items=100"]
 
@@ -131,32 +132,32 @@ def test_parquet_output_is_readable(tmp_path):
 def test_stage_writes_marker_plot_report_and_then_resumes(tmp_path):
     cfg = _cfg("synthetic.rows=3000", "synthetic.chunk_rows=1000")
     run_dir = RunDir(str(tmp_path / "run"))
-    first = synthetic.run_stage(cfg, run_dir, None)
-    assert first["rows"] == 3000 and not first["skipped"]
-    assert set(first["metrics"]) == {"click_rate", "conversion_rate", "conversion_given_click"}
-    assert 0 < first["metrics"]["conversion_rate"] < first["metrics"]["click_rate"] < 1
-    assert first["plots"] == ["plots/synthetic_probabilities.png"]
-    assert os.path.getsize(os.path.join(run_dir.root, first["plots"][0])) > 1000
+    first = run_generate(cfg, run_dir, None)
+    assert first.rows == 3000 and not first.extra["skipped"]
+    assert set(first.metrics) == {"click_rate", "conversion_rate", "conversion_given_click"}
+    assert 0 < first.metrics["conversion_rate"] < first.metrics["click_rate"] < 1
+    assert first.plots == ["plots/synthetic_probabilities.png"]
+    assert os.path.getsize(os.path.join(run_dir.root, first.plots[0])) > 1000
     marker = read_json(os.path.join(run_dir.raw_data_dir, synthetic.SUCCESS_FILE))
     assert marker["rows"] == 3000 and marker["synthetic"]["rows"] == 3000
-    assert "click rate" in first["report"]
+    assert "click rate" in first.report
     pattern, fmt = run_dir.raw_input(cfg)
     assert fmt == "csv" and len(glob.glob(pattern)) == 3
 
     mtime = os.path.getmtime(os.path.join(run_dir.raw_data_dir, "part-00000.csv"))
-    again = synthetic.run_stage(cfg, run_dir, None)
-    assert again["skipped"] and again["rows"] == 3000 and again["metrics"] == first["metrics"]
+    again = run_generate(cfg, run_dir, None)
+    assert again.extra["skipped"] and again.rows == 3000 and again.metrics == first.metrics
     assert os.path.getmtime(os.path.join(run_dir.raw_data_dir, "part-00000.csv")) == mtime
 
-    changed = synthetic.run_stage(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000"), run_dir, None)
-    assert not changed["skipped"] and changed["rows"] == 2000
+    changed = run_generate(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000"), run_dir, None)
+    assert not changed.extra["skipped"] and changed.rows == 2000
     assert len(glob.glob(pattern)) == 2  # the old 3-file output was replaced, not mixed in
 
 
 def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monkeypatch):
     cfg = _cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000")
     run_dir = RunDir(str(tmp_path / "run"))
-    synthetic.run_stage(cfg, run_dir, None)
+    run_generate(cfg, run_dir, None)
     before = _bytes(run_dir.raw_data_dir)
     calls = []
 
@@ -169,7 +170,7 @@ def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monk
     real_write = synthetic.write_part
     monkeypatch.setattr(synthetic, "write_part", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        synthetic.run_stage(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000", "synthetic.seed=9"), run_dir, None)
+        run_generate(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000", "synthetic.seed=9"), run_dir, None)
     assert calls == [0, 1]
     assert _bytes(run_dir.raw_data_dir) == before
     assert not [d for d in os.listdir(os.path.dirname(run_dir.raw_data_dir)) if d.startswith(".tmp")]
@@ -178,4 +179,4 @@ def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monk
 def test_stage_refuses_file_sources(tmp_path):
     cfg = _cfg("data.source=files", "data.path=/nowhere/x.csv")
     with pytest.raises(ConfigError, match="generate: data.source is 'files'"):
-        synthetic.run_stage(cfg, RunDir(str(tmp_path / "run")), None)
+        run_generate(cfg, RunDir(str(tmp_path / "run")), None)

@@ -3,14 +3,13 @@ import glob
 import json
 import os
 
-import models  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from pipeline.beam_options import pipeline_options
-from pipeline.teacher_scores import TeacherModelHandler, score_splits
+from pipeline.teacher_scoring import TeacherModelHandler, score_splits
 
 DTYPES = {"cat": "int64", "num": "float32"}
 
@@ -131,7 +130,7 @@ def test_score_with_teacher_transform_composes_in_a_test_pipeline(teacher):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipeline.teacher_scores import ScoreWithTeacher
+    from pipeline.teacher_scoring import ScoreWithTeacher
 
     path, _ = teacher
     handler = TeacherModelHandler(path, DTYPES, {"click": "click_logit"}, batch_size=3)

@@ -3,7 +3,6 @@ import json
 import math
 import os
 
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,9 +12,9 @@ from models.builder import build_ranker
 from models.callbacks import InterruptAfter
 from models.inputs import count_examples, make_dataset
 from models.training import train_model
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
-from pipeline.train import run_stage
+from core.config import load_config
+from core.errors import ConfigError
+from pipeline.stages.train import run as run_train
 from tests.models.fake_data import REPO, TINY, fake_examples, make_fake_run
 
 
@@ -39,22 +38,22 @@ class EpochRecorder(keras.callbacks.Callback):
 def test_train_stage_writes_serving_model_config_metrics_logs_and_plot(fake):
     cfg, run_dir, info = fake
     cfg.training.epochs = 2
-    result = run_stage(cfg, run_dir, None)
+    result = run_train(cfg, run_dir, None)
     teacher = run_dir.model_dir("teacher")
-    assert result["rows"] == 2 * 768 or result["metrics"]["epochs_run"] == 1
-    assert result["metrics"]["best_epoch"] in (1, 2) and result["metrics"]["params"] > 0
-    assert 0.0 <= result["metrics"]["val_auc_mean"] <= 1.0
+    assert result.rows == 2 * 768 or result.metrics["epochs_run"] == 1
+    assert result.metrics["best_epoch"] in (1, 2) and result.metrics["params"] > 0
+    assert 0.0 <= result.metrics["val_auc_mean"] <= 1.0
     saved = keras.models.load_model(os.path.join(teacher, "serving_model"), compile=False)
     assert not [v.name for v in saved.variables if "aux_tower" in v.name]
     assert sorted(saved.input_names) == sorted(info.model_inputs)
     cfg_json = json.load(open(os.path.join(teacher, "model_config.json")))
     assert cfg_json["model"]["aux"]["enabled"] is True and cfg_json["feature_info"] == info.to_dict()
     metrics = json.load(open(os.path.join(teacher, "metrics.json")))
-    assert len(metrics["history"]["val_auc_mean"]) == result["metrics"]["epochs_run"]
+    assert len(metrics["history"]["val_auc_mean"]) == result.metrics["epochs_run"]
     assert os.listdir(os.path.join(teacher, "logs", "validation"))  # TensorBoard event files
     assert os.path.exists(os.path.join(teacher, "checkpoints", "best.index"))
-    assert result["plots"] == ["plots/teacher_training.png"] and os.path.getsize(run_dir.path("plots", "teacher_training.png")) > 0
-    assert "aux towers linear" in result["report"]
+    assert result.plots == ["plots/teacher_training.png"] and os.path.getsize(run_dir.path("plots", "teacher_training.png")) > 0
+    assert "aux towers linear" in result.report
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ def exported_run(tmp_path_factory):
 
     Built once per session (TF Transform analysis + export take most of a minute on 2
     cores); tests that damage it work on a copy."""
-    from serving.export import run_stage as export
+    from pipeline.stages.export import run as export
     from tests.serving import fakes
     from tests.serving.conftest import serving_config
 

@@ -6,15 +6,15 @@ import json
 import os
 import types
 
-import models  # noqa: F401  (Keras 2)
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.beam_options import beam_flags, pipeline_options
-from pipeline.config import BeamConfig
-from pipeline.teacher_scores import TeacherModelHandler, score_splits
+from core.config import BeamConfig
+from pipeline.teacher_scoring import TeacherModelHandler, score_splits
 from tests.pipeline.test_teacher_scores import DTYPES, _example, _read, _tiny_teacher, _write
+from pipeline.stages.predict import run as run_predict
 
 MP = ["preprocess.beam.direct_running_mode=multi_processing", "preprocess.beam.direct_num_workers=2"]
 
@@ -55,7 +55,6 @@ def test_teacher_scoring_on_two_worker_processes(tmp_path):
 
 @pytest.mark.slow
 def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
-    from serving import batch_predict
     from tests.serving.conftest import serving_config
 
     cfg = serving_config(*MP)
@@ -66,8 +65,8 @@ def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
     src = tmp_path / "in.csv"
     raw.to_csv(src, index=False)
     out = tmp_path / "out"
-    result = batch_predict.run_stage(cfg, run_dir, types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
-    m = result["metrics"]
+    result = run_predict(cfg, run_dir, types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
+    m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (40, 39, 1)
     rows = [json.loads(line) for p in glob.glob(str(out / "predictions*.jsonl")) for line in open(p)]
     assert sorted(r["impression_id"] for r in rows) == sorted(set(raw["impression_id"]) - {raw.loc[5, "impression_id"]})

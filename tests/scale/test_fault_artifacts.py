@@ -4,12 +4,11 @@ model directory without a SavedModel."""
 import os
 import shutil
 
-import models  # noqa: F401  (Keras 2)
 import pytest
 
-from pipeline import artifact_checks
+from core import artifact_checks
 from pipeline.cli import main
-from pipeline.errors import InputError
+from core.errors import InputError
 from tests.models.fake_data import TINY, make_fake_run
 from tests.scale import procs
 
@@ -71,7 +70,7 @@ def test_intact_shards_are_not_blamed(tmp_path):
 
 
 def _copy(run_dir, tmp_path):
-    from pipeline.run_dir import RunDir
+    from core.run_dir import RunDir
 
     root = str(tmp_path / "copy")
     shutil.copytree(run_dir.root, root)

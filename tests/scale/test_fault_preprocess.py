@@ -6,12 +6,11 @@ import json
 import os
 import time
 
-import models  # noqa: F401  (Keras 2)
 import pytest
 import tensorflow as tf
 
-from pipeline.config import load_config
-from pipeline.run_dir import RunDir
+from core.config import load_config
+from core.run_dir import RunDir
 from pipeline.stages import run_stage
 from tests.conftest import REPO
 from tests.pipeline import preprocess_fixtures as fx

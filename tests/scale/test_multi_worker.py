@@ -3,12 +3,11 @@ export the same serving format as a single-process run (issue 7: distributed tra
 import json
 import os
 
-import models  # noqa: F401  (Keras 2)
 import pytest
 import tensorflow as tf
 
-from pipeline.config import load_config
-from pipeline.train import run_stage
+from core.config import load_config
+from pipeline.stages.train import run as run_train
 from tests.models.fake_data import REPO, TINY, make_fake_run
 from tests.scale import procs
 
@@ -38,7 +37,7 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
         # Meanwhile (the workers spend their first seconds importing), the single-process reference.
         single_dir, _ = make_fake_run(str(tmp_path / "single"))
         cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY + STEPS)
-        run_stage(cfg, single_dir, None)
+        run_train(cfg, single_dir, None)
         codes = procs.wait_all(workers, timeout=240)
     finally:
         for w in workers:

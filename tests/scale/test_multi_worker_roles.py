@@ -5,7 +5,7 @@ import os
 import pytest
 
 from models import multi_worker
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 

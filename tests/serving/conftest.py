@@ -3,10 +3,9 @@ import os
 import shutil
 import types
 
-import models  # noqa: F401
 import pytest
 
-from pipeline.config import load_config
+from core.config import load_config
 from tests.conftest import REPO
 from tests.serving import fakes
 
@@ -36,11 +35,11 @@ def tiny_base(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_run(tmp_path_factory):
     """A fake run directory (teacher only) with one exported, blessed version (teacher)."""
-    from serving.export import run_stage
+    from pipeline.stages.export import run as run_export
 
     cfg = serving_config()
     run_dir = fakes.build_fake_run(cfg, str(tmp_path_factory.mktemp("fake_run")))
-    result = run_stage(cfg, run_dir, types.SimpleNamespace(model=None))
+    result = run_export(cfg, run_dir, types.SimpleNamespace(model=None))
     return types.SimpleNamespace(cfg=cfg, run_dir=run_dir, result=result,
                                  model_dir=os.path.join(run_dir.serving_base(), "ranker"))
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-import models  # noqa: F401
 import numpy as np
 import pandas as pd
 
-from pipeline.features import FeatureInfo, label_key, serving_feature_spec
-from pipeline.run_dir import RunDir, write_json_atomic
+from core.features import FeatureInfo, label_key, serving_feature_spec
+from core.run_dir import RunDir, write_json_atomic
 
 CATEGORICAL = ["user_id", "item_id", "item_category", "device", "hour"]
 NUMERIC = ["price", "user_activity", "user_tenure_days", "item_popularity", "item_rating"]

@@ -7,11 +7,11 @@ import types
 import pandas as pd
 import pytest
 
-from pipeline.errors import InputError
-from serving import batch_predict
+from core.errors import InputError
 from serving.raw_examples import to_example
 from serving.session_model import SessionModel
 from tests.serving.conftest import serving_config
+from pipeline.stages.predict import run as run_predict
 
 
 @pytest.fixture
@@ -28,9 +28,9 @@ def test_predict_scores_every_row_or_dead_letters_it(fake_run, beam_cfg, tmp_pat
     src = tmp_path / "in.csv"
     raw.to_csv(src, index=False)
     out = tmp_path / "out"
-    result = batch_predict.run_stage(beam_cfg, fake_run.run_dir,
+    result = run_predict(beam_cfg, fake_run.run_dir,
                                      types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
-    m = result["metrics"]
+    m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (30, 28, 2)
     rows = [json.loads(line) for p in glob.glob(str(out / "predictions*.jsonl")) for line in open(p)]
     dead = [json.loads(line) for p in glob.glob(str(out / "dead_letters" / "*.jsonl")) for line in open(p)]
@@ -52,7 +52,7 @@ def test_predict_scores_every_row_or_dead_letters_it(fake_run, beam_cfg, tmp_pat
 
 
 def test_predict_without_published_model(beam_cfg, tmp_path):
-    from pipeline.run_dir import RunDir
+    from core.run_dir import RunDir
 
     with pytest.raises(InputError, match="no published version"):
-        batch_predict.run_stage(beam_cfg, RunDir(str(tmp_path)), types.SimpleNamespace(input=None, output=None, format=None))
+        run_predict(beam_cfg, RunDir(str(tmp_path)), types.SimpleNamespace(input=None, output=None, format=None))

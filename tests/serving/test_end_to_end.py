@@ -7,7 +7,7 @@ import os
 import pytest
 import requests
 
-from pipeline.run_dir import RunDir
+from core.run_dir import RunDir
 from pipeline.stages import run_stage
 from serving import versions
 
@@ -53,5 +53,5 @@ def test_pipeline_export_serve_predict(tiny_config, tmp_path, capsys):
         server.stop()
 
     result = run_stage("predict", cfg, run_dir, opts)
-    m = result["metrics"]
+    m = result.metrics
     assert m["rows_read"] == cfg.synthetic.rows == m["predicted"] + m["dead_lettered"]

@@ -3,7 +3,6 @@ import json
 import os
 import types
 
-import models  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +10,7 @@ import tensorflow as tf
 from models import model_io
 from models.builder import build_ranker
 from serving import versions
-from serving.export import run_stage
+from pipeline.stages.export import run as run_export
 from serving.session_model import SessionModel
 from serving.signatures import probability_outputs, set_method_names
 from serving.warmup import read_warmup
@@ -32,8 +31,8 @@ def test_published_layout_and_blessing(fake_run):
     assert metrics["conversion"]["output"] == "conversion_probability"
     assert len(os.listdir(os.path.join(v1, "assets"))) == len(fake_run.cfg.data.categorical)  # TFT vocabularies
     result = fake_run.result
-    assert "curl -s -X POST" in result["message"] and "serving.client --grpc" in result["message"]
-    assert os.path.exists(os.path.join(fake_run.run_dir.root, result["plots"][0]))
+    assert "curl -s -X POST" in result.message and "serving.client --grpc" in result.message
+    assert os.path.exists(os.path.join(fake_run.run_dir.root, result.plots[0]))
 
 
 def test_warmup_requests(fake_run):
@@ -119,7 +118,7 @@ def test_esmm_ranker_exports_ctcvr_and_is_gated_on_it(tmp_path):
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
     model.serving_model().save(os.path.join(run_dir.model_dir("teacher"), "serving_model"))
 
-    run_stage(cfg, run_dir, types.SimpleNamespace(model=None))
+    run_export(cfg, run_dir, types.SimpleNamespace(model=None))
     v1 = os.path.join(run_dir.serving_base(), "ranker", "1")
     blessing = json.load(open(os.path.join(v1, "BLESSED")))
     assert blessing["blessed"] and blessing["checks"]["skew"]["max_abs_diff"] <= 1e-5

@@ -6,14 +6,15 @@ import types
 import pytest
 import tf_keras
 
-from pipeline.errors import GateFailedError
-from pipeline.features import FeatureInfo
-from pipeline.run_dir import read_json
+from core.errors import GateFailedError
+from core.features import FeatureInfo
+from core.run_dir import read_json
 from serving import export, gate, versions
 from serving.session_model import SessionModel
 from serving.raw_examples import read_split
 from serving.warmup import write_warmup
 from tests.serving.fakes import build_keras_model
+from pipeline.stages.export import choose_role, run as run_export
 
 
 def _listing(model_dir):
@@ -26,7 +27,7 @@ def test_min_auc_failure_publishes_nothing(fake_run):
 
     strict = serving_config("export.min_auc={click: 0.999}")
     with pytest.raises(GateFailedError, match=r"gate check 'metrics' failed: task 'click': test AUC 0\.\d+ < export.min_auc 0.999"):
-        export.run_stage(strict, fake_run.run_dir, types.SimpleNamespace(model="teacher"))
+        run_export(strict, fake_run.run_dir, types.SimpleNamespace(model="teacher"))
     assert _listing(fake_run.model_dir) == before  # no new version, no build directory left
 
 
@@ -97,16 +98,16 @@ def test_load_check_fails_on_a_broken_savedmodel(tmp_path):
 
 
 def test_role_falls_back_to_teacher_without_student(fake_run):
-    assert export.choose_role(fake_run.cfg, fake_run.run_dir, None) == "teacher"
-    from pipeline.errors import InputError
+    assert choose_role(fake_run.cfg, fake_run.run_dir, None) == "teacher"
+    from core.errors import InputError
 
     with pytest.raises(InputError, match="distill"):
-        export.choose_role(fake_run.cfg, fake_run.run_dir, "student")
+        choose_role(fake_run.cfg, fake_run.run_dir, "student")
 
 
 def test_role_without_any_trained_model_asks_for_training(tmp_path, fake_run):
-    from pipeline.errors import InputError
-    from pipeline.run_dir import RunDir
+    from core.errors import InputError
+    from core.run_dir import RunDir
 
     with pytest.raises(InputError, match=r"teacher/serving_model not found; run `python -m pipeline train`"):
-        export.choose_role(fake_run.cfg, RunDir(str(tmp_path / "empty")), None)
+        choose_role(fake_run.cfg, RunDir(str(tmp_path / "empty")), None)

@@ -7,7 +7,7 @@ error surfaces), so the CLI prints one line: ``error: <file>: <what is wrong>``.
 
 Example::
 
-    from pipeline import artifact_checks
+    from core import artifact_checks
     artifact_checks.require_saved_model(path, "train")
     artifact_checks.require_transform_output(run_dir.transform_output_dir)
 """
@@ -18,7 +18,7 @@ import json
 import os
 from typing import Iterable, Optional
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 

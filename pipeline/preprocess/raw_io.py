@@ -3,7 +3,7 @@
 ``ReadRawRecords(pattern, fmt, cfg)`` matches one path or a glob (any Beam filesystem: local,
 ``gs://``, ...), reads each file with ``fileio.ReadMatches`` (compression detected from the
 extension, so ``census-income.test.gz`` works) and emits *raw records* (see
-``pipeline.raw_formats``) that keep their source file and line number or record index for
+``core.raw_formats``) that keep their source file and line number or record index for
 the dead-letter output. Files are spread over the workers; ``reshuffle=True`` also spreads
 the records (``preprocess.beam.reshuffle_records``), for a distributed runner reading a few
 large unsplittable files. It is off by default: a reshuffle moves every record through a
@@ -20,47 +20,21 @@ Example (the predict stage reuses both transforms)::
 """
 from __future__ import annotations
 
-import csv
 import logging
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipeline import raw_formats
-from pipeline.errors import ConfigError, InputError
+from core import raw_formats
+from core.errors import ConfigError, InputError
+from core.raw_formats import list_input_files
+from core.registries import INPUT_FORMATS
 
-log = logging.getLogger("pipeline.raw_io")
+log = logging.getLogger("pipeline.preprocess.raw_io")
 
-FORMATS = ("csv", "jsonl", "parquet", "tfrecord")
 _PROGRESS_EVERY = 100_000
-
-
-def list_input_files(pattern: str) -> list[str]:
-    """Sorted paths matching ``pattern``; ``InputError`` when there are none."""
-    if not pattern:
-        raise InputError("no input: data.path is empty")
-    try:
-        matches = FileSystems.match([pattern])[0].metadata_list
-    except Exception as e:  # noqa: BLE001  (Beam raises BeamIOError or filesystem errors)
-        raise InputError(f"cannot list input files {pattern!r}: {e}") from None
-    paths = sorted(m.path for m in matches if not m.path.endswith("/"))
-    if not paths:
-        raise InputError(f"no input files match {pattern!r}")
-    return paths
-
-
-def read_csv_header(path: str, csv_cfg) -> list[str]:
-    """The column names of a CSV file's first line (decompressed by extension)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
-        try:
-            row = next(csv.reader(raw_formats.text_lines(f), delimiter=csv_cfg.delimiter, quotechar=csv_cfg.quotechar,
-                                  skipinitialspace=csv_cfg.strip_whitespace))
-        except StopIteration:
-            return []
-    return [h.strip() for h in row]
 
 
 def check_inputs(pattern: str, fmt: str, cfg, columns: list[str]) -> list[str]:
@@ -70,8 +44,7 @@ def check_inputs(pattern: str, fmt: str, cfg, columns: list[str]) -> list[str]:
     column, ``InputError`` when nothing matches or a CSV header lacks a column (naming file
     and columns). Per-record problems are left to validation (dead letters).
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"data.format: expected one of {list(FORMATS)}, got {fmt!r}")
+    INPUT_FORMATS.check(fmt)
     files = list_input_files(pattern)
     if fmt != "csv":
         return files
@@ -82,7 +55,7 @@ def check_inputs(pattern: str, fmt: str, cfg, columns: list[str]) -> list[str]:
             raise ConfigError(f"data.csv.column_names: lacks configured column(s) {lacking}")
         return files
     for path in files:
-        header = read_csv_header(path, csv_cfg)
+        header = raw_formats.read_csv_header(path, csv_cfg)
         lacking = [c for c in columns if c not in header]
         if header and lacking:
             raise InputError(f"{path}: CSV header lacks configured column(s) {lacking} (header: {header})")
@@ -101,19 +74,10 @@ class _ReadFileDoFn(beam.DoFn):
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         self._files.inc()
-        if self._fmt == "tfrecord":
-            records = raw_formats.read_tfrecord(path, path)
-            yield from self._counted(records, path)
-            return
-        compression = CompressionTypes.UNCOMPRESSED if self._fmt == "parquet" else CompressionTypes.AUTO
-        with readable.open(mime_type="application/octet-stream", compression_type=compression) as stream:
-            if self._fmt == "csv":
-                records = raw_formats.read_csv(stream, path, self._csv_cfg)
-            elif self._fmt == "jsonl":
-                records = raw_formats.read_jsonl(stream, path)
-            else:
-                records = raw_formats.read_parquet(stream, path)
-            yield from self._counted(records, path)
+        records = raw_formats.read_file(
+            path, self._fmt, self._csv_cfg,
+            lambda compression: readable.open(mime_type="application/octet-stream", compression_type=compression))
+        yield from self._counted(records, path)
 
     def _counted(self, records, path):
         n = 0
@@ -126,7 +90,7 @@ class _ReadFileDoFn(beam.DoFn):
 
 
 class ReadRawRecords(beam.PTransform):
-    """Reads raw records (dicts, see ``pipeline.raw_formats``) from files matching ``pattern``.
+    """Reads raw records (dicts, see ``core.raw_formats``) from files matching ``pattern``.
 
     Args:
       pattern: a file path or glob on any Beam filesystem.
@@ -144,8 +108,7 @@ class ReadRawRecords(beam.PTransform):
 
     def __init__(self, pattern: str, fmt: str, cfg, reshuffle: Optional[bool] = None, namespace: str = "preprocess"):
         super().__init__()
-        if fmt not in FORMATS:
-            raise ConfigError(f"data.format: expected one of {list(FORMATS)}, got {fmt!r}")
+        INPUT_FORMATS.check(fmt)
         self._pattern = pattern
         self._fmt = fmt
         self._csv_cfg = cfg.data.csv

@@ -21,13 +21,12 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipeline.beam_options import pipeline_options
-from pipeline.errors import InputError, PipelineError
-from pipeline.raw_io import ReadRawRecords, check_inputs
-from pipeline.run_dir import RunDir, atomic_dir, write_json_atomic
-from pipeline.validation import ValidateRecords, WriteDeadLetters
-from serving import versions
+from core.errors import PipelineError
+from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from core.run_dir import atomic_dir, write_json_atomic
+from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
-log = logging.getLogger("serving.batch_predict")
+log = logging.getLogger("pipeline.batch_predict")
 
 NAMESPACE = "predict"
 SIGNATURE = "predict_raw"
@@ -43,7 +42,6 @@ class _SavedModelHandler(ModelHandler):
         self._max_batch_size = max_batch_size
 
     def load_model(self):
-        import models  # noqa: F401  (Keras 2 before TensorFlow, in every worker)
         from serving.session_model import SessionModel
 
         return SessionModel(self._export_dir)
@@ -103,14 +101,6 @@ class ScoreRawRecords(beam.PTransform):
         return {"predictions": predictions, "dead_letters": checked.dead_letters, "read": records}
 
 
-def latest_version_dir(cfg, run_dir: RunDir) -> str:
-    model_dir = os.path.join(run_dir.serving_base(cfg.export.base_dir), cfg.export.model_name)
-    published = versions.list_versions(model_dir)
-    if not published:
-        raise InputError(f"no published version under {model_dir}; run `python -m pipeline export` first")
-    return versions.version_dir(model_dir, published[-1])
-
-
 def _count_lines(pattern: str) -> int:
     n = 0
     for path in glob.glob(pattern):
@@ -121,7 +111,7 @@ def _count_lines(pattern: str) -> int:
 
 def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> dict:
     """Runs the Beam job; returns the counts (raises if they do not add up)."""
-    from pipeline.features import raw_feature_columns
+    from core.features import raw_feature_columns
 
     check_inputs(pattern, fmt, cfg, raw_feature_columns(cfg))
     start = time.monotonic()
@@ -146,20 +136,3 @@ def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> 
             raise PipelineError(f"predict: counts do not add up: read={read}, predicted={predicted}, dead_lettered={dead}")
         write_json_atomic(os.path.join(tmp, "counts.json"), counts)
     return counts
-
-
-def run_stage(cfg, run_dir: RunDir, opts) -> dict:
-    pattern, fmt = run_dir.raw_input(cfg)
-    pattern = getattr(opts, "input", None) or pattern
-    fmt = getattr(opts, "format", None) or (fmt if not getattr(opts, "input", None) else cfg.data.format)
-    if getattr(opts, "input", None) and not getattr(opts, "format", None) and cfg.data.source == "synthetic":
-        fmt = cfg.synthetic.format
-    output = os.path.abspath(getattr(opts, "output", None) or run_dir.predictions_dir)
-    export_dir = latest_version_dir(cfg, run_dir)
-    log.info("predict: scoring %s (%s) with %s into %s", pattern, fmt, export_dir, output)
-    counts = predict_files(cfg, pattern, fmt, output, export_dir)
-    log.info("predict: %d rows read, %d predicted, %d dead-lettered (%.0f rows/s)", counts["rows_read"],
-             counts["predicted"], counts["dead_lettered"], counts["rows_per_second"] or 0)
-    return {"rows": counts["rows_read"], "metrics": counts,
-            "artifacts": {"predictions": output, "counts": os.path.join(output, "counts.json")},
-            "message": f"predictions: {output} ({counts['predicted']} rows, {counts['dead_lettered']} dead-lettered)"}

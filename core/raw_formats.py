@@ -1,4 +1,8 @@
-"""Decoders from one open raw file to raw records, one function per input format.
+"""Input formats: decoders from one raw file to raw records, registered in ``INPUT_FORMATS``.
+
+``read_file(path, fmt, csv_cfg)`` is the one dispatch every reader uses (the Beam read in
+``pipeline/preprocess/raw_io.py`` and the in-process read of a split in
+``serving/raw_examples.py``); a new format is one function registered here.
 
 A *raw record* is a plain dict (picklable, runner independent)::
 
@@ -18,7 +22,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, Optional
+
+from core.errors import InputError
+from core.registries import INPUT_FORMATS
 
 WRONG_COLUMN_COUNT = "wrong_column_count"
 UNPARSABLE_RECORD = "unparsable_record"
@@ -174,3 +181,76 @@ def read_tfrecord(path: str, source: str) -> Iterator[dict]:
             yield _record(source, index, raw, error=(UNPARSABLE_RECORD, error))
         else:
             yield _record(source, index, raw, values)
+
+
+# ----------------------------------------------------------------------------- files and formats
+
+
+def list_input_files(pattern: str) -> list[str]:
+    """Sorted paths matching ``pattern`` on any Beam filesystem; ``InputError`` when there are none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not pattern:
+        raise InputError("no input: data.path is empty")
+    try:
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # noqa: BLE001  (Beam raises BeamIOError or filesystem errors)
+        raise InputError(f"cannot list input files {pattern!r}: {e}") from None
+    paths = sorted(m.path for m in matches if not m.path.endswith("/"))
+    if not paths:
+        raise InputError(f"no input files match {pattern!r}")
+    return paths
+
+
+def _opener(path: str) -> Callable[[str], IO[bytes]]:
+    """``open_stream(compression)`` over Beam's filesystems (``CompressionTypes`` value)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return lambda compression: FileSystems.open(path, compression_type=compression)
+
+
+def read_csv_header(path: str, csv_cfg) -> list[str]:
+    """The column names of a CSV file's first line (decompressed by extension)."""
+    with _opener(path)("auto") as f:
+        try:
+            row = next(csv.reader(text_lines(f), delimiter=csv_cfg.delimiter, quotechar=csv_cfg.quotechar,
+                                  skipinitialspace=csv_cfg.strip_whitespace))
+        except StopIteration:
+            return []
+    return [h.strip() for h in row]
+
+
+def read_file(path: str, fmt: str, csv_cfg, open_stream: Optional[Callable[[str], IO[bytes]]] = None) -> Iterator[dict]:
+    """The raw records of one file in format ``fmt`` (``ConfigError`` for an unknown format).
+
+    Args:
+      path: the file (the records' ``source``).
+      fmt: a name registered in ``INPUT_FORMATS``.
+      csv_cfg: ``cfg.data.csv`` (header, column names, delimiter, quoting, missing values).
+      open_stream: ``open_stream(compression) -> binary stream`` with a Beam ``CompressionTypes``
+        value ("auto", "uncompressed"); default: Beam's ``FileSystems.open(path)``.
+    """
+    return INPUT_FORMATS.get(fmt)(path, csv_cfg, open_stream or _opener(path))
+
+
+@INPUT_FORMATS.register("csv", "delimited text, header line or data.csv.column_names (gzip/bzip2 by extension)")
+def _csv_file(path, csv_cfg, open_stream):
+    with open_stream("auto") as stream:
+        yield from read_csv(stream, path, csv_cfg)
+
+
+@INPUT_FORMATS.register("jsonl", "one JSON object per line (gzip/bzip2 by extension)")
+def _jsonl_file(path, csv_cfg, open_stream):
+    with open_stream("auto") as stream:
+        yield from read_jsonl(stream, path)
+
+
+@INPUT_FORMATS.register("parquet", "Apache Parquet, one row per record")
+def _parquet_file(path, csv_cfg, open_stream):
+    with open_stream("uncompressed") as stream:
+        yield from read_parquet(stream, path)
+
+
+@INPUT_FORMATS.register("tfrecord", "TFRecord of tf.train.Example ('.gz': GZIP)")
+def _tfrecord_file(path, csv_cfg, open_stream):
+    yield from read_tfrecord(path, path)

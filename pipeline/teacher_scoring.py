@@ -20,13 +20,12 @@ import logging
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-import models  # noqa: F401  (Keras 2, before TensorFlow)
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from models.distillation import teacher_logit_key
+from models.distillation_losses import teacher_logit_key
 
-log = logging.getLogger("pipeline.distill")
+log = logging.getLogger("pipeline.stages.distill")
 
 NAMESPACE = "distill"
 DEAD_LETTER_TAG = "dead_letters"
@@ -223,7 +222,7 @@ def score_splits(patterns: dict, output_dir: str, model_handler: TeacherModelHan
     """
     from apache_beam.metrics.metric import MetricsFilter
 
-    from pipeline.run_dir import atomic_dir
+    from core.run_dir import atomic_dir
 
     counts = {split: {"rows_in": 0, "rows_scored": 0, "rows_dead_letter": 0} for split in patterns}
     with atomic_dir(output_dir) as tmp:

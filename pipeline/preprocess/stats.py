@@ -12,9 +12,9 @@ import json
 
 import apache_beam as beam
 
-from pipeline.errors import DataValidationError, PipelineError
-from pipeline.report import pyplot, save_figure
-from pipeline.split import SPLITS
+from core.errors import DataValidationError, PipelineError
+from core.figures import pyplot, save_figure
+from core.splits import SPLITS
 
 
 class CountRecords(beam.PTransform):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
 
 MISSING_CATEGORY = ""
 WEIGHT_KEY = "example_weight"

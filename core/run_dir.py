@@ -27,7 +27,7 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from pipeline.errors import InputError
+from core.errors import InputError
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

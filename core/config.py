@@ -17,7 +17,10 @@ from typing import Any, Optional
 
 import yaml
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
+from core.registries import BACKBONES, INPUT_FORMATS, KD_MODES
+from core.registry import Registry
+from core import raw_formats  # noqa: F401,E402  (registers the INPUT_FORMATS that data.format names)
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -44,6 +47,11 @@ def _f(default=None, *, factory=None, **check):
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# The trained models a run directory can hold (``<run-dir>/<role>/``): the teacher of
+# ``train`` and the student of ``distill``.
+ROLES = ("teacher", "student")
 
 
 # ----------------------------------------------------------------------------- data
@@ -85,7 +93,7 @@ class DataConfig:
 
     source: str = _f("synthetic", choices=["synthetic", "files"])
     path: str = ""  # a file or glob; for source=synthetic, filled in by the generate stage
-    format: str = _f("csv", choices=["csv", "jsonl", "parquet", "tfrecord"])
+    format: str = _f("csv", choices=INPUT_FORMATS)
     csv: CsvConfig = _f(factory=CsvConfig)
     categorical: list[str] = _f(factory=list)
     numeric: list[str] = _f(factory=list)
@@ -193,7 +201,7 @@ class AuxTowerConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
+    backbone: str = _f("shared_bottom", choices=BACKBONES)
     embedding_dim: int = _f(16, lo=1)
     # DCN-v2 cross layers between the embedding and the backbone (0: none).
     cross_layers: int = _f(0, lo=0)
@@ -245,7 +253,7 @@ class DistillConfig:
             embedding_dim=4, bottom_units=[32], tower_units=[8], aux=AuxTowerConfig(enabled=False)
         )
     )
-    mode: str = _f("kd", choices=["kd", "label_smoothing", "reweight", "none"])
+    mode: str = _f("kd", choices=KD_MODES)
     alpha: float = _f(0.5, lo=0.0, hi=1.0)
     temperature: float = _f(2.0, lo=0.0, lo_open=True)
     feature_alignment_weight: float = _f(0.0, lo=0.0)  # lambda_t, one for all tasks
@@ -258,7 +266,7 @@ class DistillConfig:
 class ExportConfig:
     base_dir: str = ""  # default: <run-dir>/serving_models
     model_name: str = "ranker"
-    serve_model: str = _f("student", choices=["student", "teacher"])
+    serve_model: str = _f("student", choices=list(ROLES))
     min_auc: dict[str, float] = _f(factory=dict)  # task -> minimum test AUC
     max_auc_drop: float = _f(0.01, lo=0.0)  # against the currently published version
     warmup_examples: int = _f(16, lo=0, hi=1000)
@@ -277,7 +285,7 @@ class ServingConfig:
 
 @dataclass
 class ParetoConfig:
-    backbone: str = _f("shared_bottom", choices=["shared_bottom", "mmoe", "ple"])
+    backbone: str = _f("shared_bottom", choices=BACKBONES)
     # Weight of the first task; the second gets 1 - w.
     first_task_weights: list[float] = _f(factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8])
     seeds: list[int] = _f(factory=lambda: [1, 2, 3])
@@ -348,8 +356,14 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
         return
     values = value if isinstance(value, list) else [value]
     for v in values:
-        if meta.get("choices") is not None and v not in meta["choices"]:
-            raise ConfigError(f"{key}: expected one of {meta['choices']}, got {v!r}")
+        choices = meta.get("choices")
+        if isinstance(choices, Registry):
+            # A registry is filled where its implementations are defined; one not imported
+            # yet (core used on its own) is checked again by ``Registry.get`` at build time.
+            if len(choices) and v not in choices:
+                raise ConfigError(f"{key}: expected one of {choices.names()}, got {v!r}")
+        elif choices is not None and v not in choices:
+            raise ConfigError(f"{key}: expected one of {choices}, got {v!r}")
         lo, hi = meta.get("lo"), meta.get("hi")
         if lo is not None and (v < lo or (meta.get("lo_open") and v == lo)):
             op = ">" if meta.get("lo_open") else ">="

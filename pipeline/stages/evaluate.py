@@ -4,16 +4,11 @@ from __future__ import annotations
 import logging
 import os
 
-import models  # noqa: F401  (Keras 2 before TensorFlow)
+from core.errors import InputError
+from core.features import label_key
+from pipeline.stages.base import StageResult, stage
 
-from models import model_io, plots
-from models import metrics as M
-from models.evaluation import evaluate_predictions, predict_split
-from models.outputs import eval_output_key
-from pipeline.errors import InputError
-from pipeline.features import label_key
-
-log = logging.getLogger("pipeline.evaluate")
+log = logging.getLogger("pipeline.stages.evaluate")
 
 
 def _report(results: dict, oracle: dict) -> str:
@@ -33,7 +28,13 @@ def _report(results: dict, oracle: dict) -> str:
     return "\n".join(lines)
 
 
-def run_stage(cfg, run_dir, opts) -> dict:
+@stage("evaluate", "evaluate trained models on the test split (AUC, logloss, calibration, GAUC, oracle gap)")
+def run(cfg, run_dir, opts) -> StageResult:
+    from models import metrics as M
+    from models import model_io, plots
+    from models.evaluation import evaluate_predictions, predict_split
+    from models.outputs import eval_output_key
+
     roles = model_io.trained_roles(run_dir)
     if not roles:
         raise InputError(f"no trained model under {run_dir.root}; run `python -m pipeline train` first")
@@ -57,5 +58,4 @@ def run_stage(cfg, run_dir, opts) -> dict:
     for task, c in curves.items():
         path = plots.reliability_diagram(c, os.path.join(run_dir.plots_dir, f"calibration_{task}.png"), f"reliability: {task}")
         plot_paths.append(os.path.relpath(path, run_dir.root))
-    return {"rows": rows, "models": results, "metrics": {"roles": roles}, "plots": plot_paths,
-            "report": _report(results, cfg.data.oracle)}
+    return StageResult(rows=rows, models=results, metrics={"roles": roles}, plots=plot_paths, report=_report(results, cfg.data.oracle))

@@ -1,4 +1,6 @@
-"""The ``preprocess`` stage: raw impression logs -> validated, split, TF-Transformed TFRecords.
+"""The preprocessing Beam job: raw impression logs -> validated, split, TF-Transformed TFRecords.
+
+(``pipeline/stages/preprocess.py`` runs it into the run directory.)
 
 One Beam pipeline (any runner; see ``pipeline.beam_options``) in two passes over the input::
 
@@ -25,7 +27,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -35,21 +36,24 @@ import apache_beam as beam
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
-from pipeline import features, preprocess_stats
-from pipeline.beam_options import pipeline_options
-from pipeline.raw_io import ReadRawRecords, check_inputs
-from pipeline.record_batches import ToRecordBatches, raw_tensor_adapter_config
-from pipeline.run_dir import RunDir, atomic_dir, write_json_atomic
-from pipeline.split import SPLITS, SplitRecords, split_columns
-from pipeline.transform import bucket_features, make_preprocessing_fn, vocabulary_name
-from pipeline.validation import ValidateRecords, WriteDeadLetters
+from core import features
 
-log = logging.getLogger("pipeline.preprocess")
+from pipeline.preprocess import stats as preprocess_stats
+from pipeline.beam_options import pipeline_options
+from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from pipeline.preprocess.record_batches import ToRecordBatches, raw_tensor_adapter_config
+from core.run_dir import RunDir, write_json_atomic
+from core.splits import SPLITS, split_columns
+from pipeline.preprocess.split import SplitRecords
+from pipeline.preprocess.transform import bucket_features, make_preprocessing_fn, vocabulary_name
+from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
+
+log = logging.getLogger("pipeline.preprocess.job")
 
 COUNTS_FILE = "_counts.jsonl"
 
 
-class _Layout:
+class PreprocessLayout:
     """Paths inside one (temporary) preprocess directory, mirroring ``RunDir``'s names."""
 
     def __init__(self, run_dir: RunDir, root: str):
@@ -103,7 +107,7 @@ def _record_batches(split, cfg, label: str):
             | f"ToRecordBatches[{label}]" >> ToRecordBatches(cfg))
 
 
-def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: _Layout) -> None:
+def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: PreprocessLayout) -> None:
     """Adds the whole preprocessing graph to ``p`` (construction only; the caller runs it)."""
     adapter = raw_tensor_adapter_config(cfg)
 
@@ -154,7 +158,7 @@ def feature_spec_to_json(spec: dict) -> dict:
 
 def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dict:
     """Runs the pipeline into ``root`` and writes feature info, raw spec and stats there."""
-    layout = _Layout(run_dir, root)
+    layout = PreprocessLayout(run_dir, root)
     files = check_inputs(pattern, fmt, cfg, features.raw_columns(cfg))
     log.info("preprocess: %d input file(s) matching %s (%s), runner %s", len(files), pattern, fmt,
              cfg.preprocess.beam.runner)
@@ -171,56 +175,3 @@ def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dic
              stats["dead_lettered"], stats["by_reason"], wall)
     write_json_atomic(layout.stats, stats)
     return stats
-
-
-def _publish_rejected(layout_root: str, run_dir: RunDir) -> None:
-    with atomic_dir(run_dir.rejected_dir) as tmp:
-        src = _Layout(run_dir, layout_root)
-        shutil.copytree(src.dead_letters, os.path.join(tmp, "dead_letters"))
-        shutil.copy(src.stats, os.path.join(tmp, "stats.json"))
-
-
-def run_stage(cfg, run_dir: RunDir, opts) -> dict:
-    """``python -m pipeline preprocess``: see the module docstring."""
-    pattern, fmt = run_dir.raw_input(cfg)
-    with atomic_dir(run_dir.preprocess_dir) as root:
-        stats = run_pipeline(cfg, pattern, fmt, run_dir, root)
-        layout = _Layout(run_dir, root)
-        try:
-            preprocess_stats.check_dead_letter_fraction(
-                stats, cfg.preprocess.max_dead_letter_fraction, os.path.join(run_dir.rejected_dir, "dead_letters"))
-        except Exception:
-            _publish_rejected(root, run_dir)
-            raise
-        info = feature_info_from_output(cfg, layout.transform_output)
-        write_json_atomic(layout.feature_info, info.to_dict())
-        write_json_atomic(layout.raw_feature_spec, feature_spec_to_json(features.serving_feature_spec(cfg)))
-    if os.path.isdir(run_dir.rejected_dir):
-        shutil.rmtree(run_dir.rejected_dir, ignore_errors=True)
-    plot = preprocess_stats.plot_counts(stats, os.path.join(run_dir.plots_dir, "preprocess_counts.png"))
-    artifacts = {
-        "transform_output": run_dir.transform_output_dir,
-        "feature_info": run_dir.feature_info_file,
-        "raw_feature_spec": run_dir.raw_feature_spec_file,
-        "stats": run_dir.stats_file,
-        "dead_letters": run_dir.dead_letter_dir,
-        **{f"{s}_data": run_dir.split_pattern(s) for s in SPLITS},
-    }
-    metrics = {k: stats[k] for k in ("valid", "dead_lettered", "by_reason", "rows_per_split", "rows_per_second")}
-    metrics["cardinalities"] = dict(info.categorical)
-    return {
-        "rows": stats["rows_read"],
-        "metrics": metrics,
-        "artifacts": artifacts,
-        "plots": [os.path.relpath(plot, run_dir.root)],
-        "report": preprocess_stats.report_markdown(stats, info.to_dict()),
-        "message": (f"preprocess: {stats['rows_read']} records read, {stats['valid']} valid "
-                    f"({', '.join(f'{s} {n}' for s, n in stats['rows_per_split'].items())}), "
-                    f"{stats['dead_lettered']} dead-lettered -> {run_dir.preprocess_dir}"),
-    }
-
-
-def load_stats(run_dir: RunDir) -> dict:
-    """The ``stats.json`` of a finished preprocess run."""
-    with open(run_dir.require(run_dir.stats_file, "preprocess"), encoding="utf-8") as f:
-        return json.load(f)

@@ -1,6 +1,6 @@
-"""``python -m pipeline distill``: score the data with the teacher on Beam, distil a compact student.
+"""Distillation (``python -m pipeline distill``): score the data with the teacher on Beam, distil a compact student.
 
-1. The teacher-scoring job (``pipeline.teacher_scores``) adds ``teacher_logit_<task>`` to the
+1. The teacher-scoring job (``pipeline.teacher_scoring``) adds ``teacher_logit_<task>`` to the
    train and validation splits (``scores/``), on the runner of ``cfg.preprocess.beam``.
 2. For each seed of ``cfg.distill.seeds``: the student (``cfg.distill.student``) trained with
    ``cfg.distill.mode`` (``DistilledRanker``) and the same student without KD (mode ``none``),
@@ -20,12 +20,12 @@ import logging
 import math
 import os
 
-import models  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from models import model_io
 from models.builder import build_ranker
-from models.distillation import DistilledRanker, teacher_logit_key
+from models.distillation import DistilledRanker
+from models.distillation_losses import teacher_logit_key
 from models.distribute import get_strategy
 from models.evaluation import evaluate_predictions, predict_split
 from models.inputs import list_shards, transformed_feature_spec
@@ -33,10 +33,11 @@ from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
 from pipeline.beam_options import pipeline_options
-from pipeline.errors import DataValidationError, InputError
-from pipeline.teacher_scores import TeacherModelHandler, score_splits
+from core.errors import DataValidationError, InputError
+from pipeline.stages.base import StageResult
+from pipeline.teacher_scoring import TeacherModelHandler, score_splits
 
-log = logging.getLogger("pipeline.distill")
+log = logging.getLogger("pipeline.stages.distill")
 
 TEACHER, STUDENT = "teacher", "student"
 KD_ROW, NOKD_ROW = "student_kd", "student_no_kd"
@@ -153,7 +154,8 @@ def _size_and_speed(run_dir, info, teacher_model, student_model, rows: list) -> 
     return params, latency, latency_batch
 
 
-def run_stage(cfg, run_dir, opts) -> dict:
+def distill(cfg, run_dir) -> StageResult:
+    """Scores, trains the students, compares them; the ``distill`` stage's result."""
     run_dir.require(model_io.serving_model_dir(run_dir, TEACHER), "train")
     if not cfg.distill.seeds:
         raise InputError("distill.seeds: at least one seed is required")
@@ -200,7 +202,4 @@ def run_stage(cfg, run_dir, opts) -> dict:
                "latency_ms_batch": latency_batch, "latency_ratio": round(latency[TEACHER] / latency[KD_ROW], 3),
                "latency_ratio_batch": round(latency_batch[TEACHER] / latency_batch[KD_ROW], 3), "scoring": counts,
                "kd_beats_no_kd": {t: table[KD_ROW][t]["auc_mean"] > table[NOKD_ROW][t]["auc_mean"] for t in tasks}}
-    return {"rows": rows, "metrics": metrics, "models": {STUDENT: runs[KD_ROW][0]},
-            "artifacts": {**saved[1].artifacts, "scores": run_dir.scores_dir},
-            "plots": [os.path.relpath(plot, run_dir.root)], "report": header + text,
-            "message": f"student saved to {saved[1].artifacts.get('serving_model')}"}
+    return StageResult(rows=rows, metrics=metrics, models={STUDENT: runs[KD_ROW][0]}, artifacts={**saved[1].artifacts, "scores": run_dir.scores_dir}, plots=[os.path.relpath(plot, run_dir.root)], report=header + text, message=f"student saved to {saved[1].artifacts.get('serving_model')}")

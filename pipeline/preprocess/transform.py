@@ -22,7 +22,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline.features import BUCKET_SUFFIX, GROUP_KEY, MISSING_CATEGORY, WEIGHT_KEY, label_key
+from core.features import BUCKET_SUFFIX, GROUP_KEY, MISSING_CATEGORY, WEIGHT_KEY, label_key
 
 MISSING_TOKEN = "__MISSING__"
 _GROUP_BUCKETS = 2**62

@@ -4,15 +4,12 @@ from __future__ import annotations
 import csv
 import os
 
-import models  # noqa: F401  (Keras 2 before TensorFlow)
-
-from models import model_io
-from models.pareto_study import check_study, run_grid, summarize, verdict
-from pipeline.run_dir import atomic_dir, write_json_atomic
+from core.run_dir import atomic_dir, write_json_atomic
+from pipeline.stages.base import StageResult, stage
 
 
 def _plot(rows, summary, tasks, reference, path):
-    from pipeline.report import pyplot, save_figure
+    from core.figures import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(6, 5))
     for (arm, s), color in zip(summary.items(), ("tab:blue", "tab:orange")):
@@ -40,7 +37,11 @@ def _table(summary, tasks) -> list[str]:
     return lines
 
 
-def run_stage(cfg, run_dir, opts) -> dict:
+@stage("pareto", "train a grid of task weightings with and without aux towers", in_run=False)
+def run(cfg, run_dir, opts) -> StageResult:
+    from models import model_io
+    from models.pareto_study import check_study, run_grid, summarize, verdict
+
     tasks = [t.name for t in check_study(cfg)]
     info = model_io.load_feature_info(run_dir)
     rows = run_grid(cfg, run_dir, info)
@@ -64,5 +65,4 @@ def run_stage(cfg, run_dir, opts) -> dict:
     report += ["", *_table(summary, tasks), "", f"**{text}**"]
     metrics = {arm: {"hypervolume_mean": s["hypervolume_mean"], "hypervolume_std": s["hypervolume_std"]}
                for arm, s in summary.items()}
-    return {"rows": len(rows), "metrics": metrics, "artifacts": {"pareto": out_dir},
-            "plots": [os.path.relpath(plot, run_dir.root)], "report": "\n".join(report), "message": text}
+    return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[os.path.relpath(plot, run_dir.root)], report="\n".join(report), message=text)

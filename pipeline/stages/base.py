@@ -1,0 +1,143 @@
+"""What a stage is: a registered name with its help, its own CLI flags and a ``run`` function
+that returns a typed ``StageResult``; and ``run_stage``, which times it and records it in
+``summary.json`` and the report.
+
+A stage module (``pipeline/stages/<name>.py``) registers itself once::
+
+    @stage("train", "train the multi-task teacher with self-auxiliary towers")
+    def run(cfg, run_dir, opts) -> StageResult:
+        ...
+
+and imports TensorFlow and Beam only inside ``run``, so ``python -m pipeline --help`` (which
+imports every stage module to list its flags) answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from core.config import PipelineConfig
+from core.registry import Registry
+from core.run_dir import RunDir, Summary
+
+log = logging.getLogger("pipeline")
+
+STAGES = Registry("stage", "command")
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: the fields of its ``summary.json`` entry.
+
+    Attributes:
+      rows: records the stage processed.
+      metrics: flat metrics of the stage (``summary.json`` and the report).
+      artifacts: name -> path of what the stage wrote.
+      models: model name -> task -> metric -> value (the report's model table).
+      plots: PNG paths relative to the run directory.
+      report: markdown section of the run report.
+      message: the line printed to the user when the stage ends.
+      record: False when this process must not write the run's summary (a multi-worker
+        training worker that is not the chief).
+      extra: further fields recorded as they are (e.g. ``skipped`` of a reused output).
+    """
+
+    rows: Optional[int] = None
+    metrics: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    plots: list = field(default_factory=list)
+    report: str = ""
+    message: str = ""
+    record: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_summary(self) -> dict:
+        """The ``summary.json`` entry fields (``Summary.record_stage``)."""
+        out = {"rows": self.rows, "metrics": self.metrics, "artifacts": self.artifacts, "models": self.models,
+               "plots": self.plots, "report": self.report, **self.extra}
+        return {k: v for k, v in out.items() if v is not None and v != {} and v != [] and v != ""}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage.
+
+    Attributes:
+      name: the command (``python -m pipeline NAME``).
+      help: one line for ``--help``.
+      run: ``run(cfg, run_dir, opts) -> StageResult``.
+      add_arguments: adds the stage's own flags to its sub-parser (None: none).
+      in_run: part of ``python -m pipeline run``.
+    """
+
+    name: str
+    help: str
+    run: Callable[[PipelineConfig, RunDir, argparse.Namespace], StageResult]
+    add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
+    in_run: bool = True
+
+
+def stage(name: str, help: str, *, arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+          in_run: bool = True):
+    """Decorator: registers the decorated ``run`` function as stage ``name`` in ``STAGES``."""
+
+    def register(run):
+        STAGES.add(name, Stage(name, help, run, arguments, in_run), help)
+        return run
+
+    return register
+
+
+def add_beam_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Beam flags of the stages that run a Beam job (preprocess, distill, predict)."""
+    g = parser.add_argument_group("Beam (overrides preprocess.beam in the config)")
+    g.add_argument("--runner", help="Beam runner, e.g. DirectRunner, DataflowRunner, FlinkRunner, SparkRunner")
+    g.add_argument("--num-workers", type=int, metavar="N",
+                   help="DirectRunner worker processes (0: one per core)")
+    g.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                   help="extra pipeline option passed to Beam as is, e.g. --beam-arg=--project=my-proj (repeatable)")
+
+
+def run_order() -> list[str]:
+    """The stages of ``python -m pipeline run``, in registration order."""
+    return [n for n in STAGES.names() if STAGES.get(n).in_run]
+
+
+def stages_for_run(cfg: PipelineConfig) -> list[str]:
+    """The stages `run` executes for this config, in order."""
+    order = run_order()
+    if cfg.data.source != "synthetic":
+        order.remove("generate")
+    if not cfg.distill.enabled and "distill" in order:
+        order.remove("distill")
+    return order
+
+
+def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Namespace) -> StageResult:
+    """Runs one stage, records it in summary.json and re-renders the report."""
+    from pipeline import report
+
+    entry = STAGES.get(name)
+    summary = Summary(run_dir)
+    log.info("stage %s: started", name)
+    start = time.monotonic()
+    try:
+        result = entry.run(cfg, run_dir, opts)
+        if not isinstance(result, StageResult):
+            raise TypeError(f"stage {name!r} returned {type(result).__name__}, expected StageResult")
+    except BaseException as e:
+        summary.record_stage(name, "failed", time.monotonic() - start, {"error": f"{type(e).__name__}: {e}"})
+        report.write_report(run_dir)
+        raise
+    wall = time.monotonic() - start
+    if result.record:
+        summary.record_stage(name, "ok", wall, result.to_summary())
+        report.write_report(run_dir)
+    log.info("stage %s: done in %.1f s", name, wall)
+    if result.message:
+        print(result.message, flush=True)
+    return result

@@ -1,0 +1,11 @@
+"""``python -m pipeline distill``: see ``pipeline/distillation.py``."""
+from __future__ import annotations
+
+from pipeline.stages.base import StageResult, add_beam_arguments, stage
+
+
+@stage("distill", "score data with the teacher on Beam and distil a compact student", arguments=add_beam_arguments)
+def run(cfg, run_dir, opts) -> StageResult:
+    from pipeline.distillation import distill
+
+    return distill(cfg, run_dir)

@@ -1,0 +1,95 @@
+"""``python -m pipeline export``: the trained teacher or student through ``serving.export``
+(signatures, warmup, the validation gate) into the serving base directory, published as the
+next version only when blessed."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from core.config import ROLES
+from core.figures import pyplot, save_figure
+from core.run_dir import RunDir
+from pipeline.stages.base import StageResult, stage
+
+log = logging.getLogger("pipeline.stages.export")
+
+
+def _arguments(p) -> None:
+    p.add_argument("--model", choices=list(ROLES),
+                   help="which trained model to export (default: export.serve_model, or the teacher when no student exists)")
+
+
+@stage("export", "export a SavedModel for TF Serving through the validation gate", arguments=_arguments)
+def run(cfg, run_dir: RunDir, opts) -> StageResult:
+    from serving import versions
+    from serving.export import export_model
+
+    role = choose_role(cfg, run_dir, getattr(opts, "model", None))
+    out = export_model(cfg, run_dir, role)
+    blessing, version = out["blessing"], out["version"]
+    name = cfg.export.model_name
+    metrics = {"version": version, "role": role, "skew_max_abs_diff": blessing["checks"]["skew"]["max_abs_diff"],
+               "warmup_requests": blessing["checks"]["warmup"]["requests"]}
+    for t, m in blessing["metrics"].items():
+        metrics[f"{t}_auc"] = m["auc"]
+    plot = _plot(run_dir, blessing, name, version)
+    report = "\n".join([
+        f"Published `{name}` version {version} ({role} model) at `{out['version_dir']}` after the gate:",
+        "",
+        "| check | result |", "|---|---|",
+        f"| load (TF1 session loader) | {', '.join(blessing['checks']['load']['signatures'])} |",
+        f"| warmup | {blessing['checks']['warmup']['requests']} requests replayed |",
+        f"| skew | max abs diff {blessing['checks']['skew']['max_abs_diff']:.2g} over "
+        f"{blessing['checks']['skew']['rows']} rows; {blessing['checks']['skew']['tfrecord_rows_matched']} TFRecord rows matched |",
+        "| metrics | " + ", ".join(f"{t} AUC {m['auc']:.4f}" if m["auc"] is not None else f"{t} AUC n/a"
+                                for t, m in blessing["metrics"].items()) + " |",
+        "", f"![export gate]({plot})",
+    ])
+    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"], role, out["example"]))
+
+
+def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:
+    metrics = blessing["checks"]["metrics"]
+    tasks = list(metrics["tasks"])
+    cand = [metrics["tasks"][t]["auc"] or 0.0 for t in tasks]
+    prev = [metrics["previous"].get(t) or 0.0 for t in tasks]
+    fig, ax = pyplot().subplots(figsize=(5, 3))
+    x = range(len(tasks))
+    ax.bar([i - 0.2 for i in x], cand, 0.4, label=f"candidate v{version}")
+    ax.bar([i + 0.2 for i in x], prev, 0.4, label="published before")
+    for i, t in enumerate(tasks):
+        if t in metrics["min_auc"]:
+            ax.hlines(metrics["min_auc"][t], i - 0.4, i + 0.4, colors="red", label="min AUC" if i == 0 else None)
+    ax.set_xticks(list(x), tasks)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("test AUC (serving_default)")
+    ax.set_title(f"export gate: {name}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return os.path.relpath(save_figure(fig, os.path.join(run_dir.plots_dir, "export_gate_auc.png")), run_dir.root)
+
+
+def _message(cfg, run_dir: RunDir, name: str, version: int, final: str, role: str, example: dict | None) -> str:
+    host, rest, grpc_port = cfg.serving.host, cfg.serving.rest_port, cfg.serving.grpc_port
+    instance = json.dumps({"signature_name": "predict_raw", "instances": [example]}) if example else "{}"
+    return (f"published {name} version {version} ({role}), blessed: {final}\n"
+            f"serve it:   python -m pipeline serve --run-dir {run_dir.root}\n"
+            f"query REST: curl -s -X POST http://{host}:{rest}/v1/models/{name}:predict -d '{instance}'\n"
+            f"query gRPC: python -m serving.client --grpc {host}:{grpc_port} --model {name} --run-dir {run_dir.root} --rows 3")
+
+
+def choose_role(cfg, run_dir: RunDir, requested: str | None) -> str:
+    """``requested``, else ``export.serve_model``; the teacher when the student is absent."""
+    role = requested or cfg.export.serve_model
+    path = os.path.join(run_dir.model_dir(role), "serving_model")
+    if os.path.exists(path):
+        return role
+    if requested is None and role == "student":
+        teacher = os.path.join(run_dir.model_dir("teacher"), "serving_model")
+        if os.path.exists(teacher):
+            log.info("export: no student model at %s; exporting the teacher instead", path)
+            return "teacher"
+        run_dir.require(teacher, "train")  # neither model exists: training comes first
+    run_dir.require(path, "train" if role == "teacher" else "distill")
+    return role

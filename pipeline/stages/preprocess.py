@@ -1,0 +1,64 @@
+"""``python -m pipeline preprocess``: the Beam + TF Transform job (``pipeline/preprocess/job.py``)
+into ``run_dir.preprocess_dir``, published only when the dead-letter fraction is within bounds."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from core import features
+from core.run_dir import RunDir, atomic_dir, write_json_atomic
+from core.splits import SPLITS
+from pipeline.stages.base import StageResult, add_beam_arguments, stage
+
+
+@stage("preprocess", "validate, split and transform raw records with Beam + TF Transform", arguments=add_beam_arguments)
+def run(cfg, run_dir: RunDir, opts) -> StageResult:
+    """``python -m pipeline preprocess``: see ``pipeline/preprocess/job.py``."""
+    from pipeline.preprocess import stats as preprocess_stats
+    from pipeline.preprocess.job import PreprocessLayout, feature_info_from_output, feature_spec_to_json, run_pipeline
+
+    pattern, fmt = run_dir.raw_input(cfg)
+    with atomic_dir(run_dir.preprocess_dir) as root:
+        stats = run_pipeline(cfg, pattern, fmt, run_dir, root)
+        layout = PreprocessLayout(run_dir, root)
+        try:
+            preprocess_stats.check_dead_letter_fraction(
+                stats, cfg.preprocess.max_dead_letter_fraction, os.path.join(run_dir.rejected_dir, "dead_letters"))
+        except Exception:
+            _publish_rejected(root, run_dir)
+            raise
+        info = feature_info_from_output(cfg, layout.transform_output)
+        write_json_atomic(layout.feature_info, info.to_dict())
+        write_json_atomic(layout.raw_feature_spec, feature_spec_to_json(features.serving_feature_spec(cfg)))
+    if os.path.isdir(run_dir.rejected_dir):
+        shutil.rmtree(run_dir.rejected_dir, ignore_errors=True)
+    plot = preprocess_stats.plot_counts(stats, os.path.join(run_dir.plots_dir, "preprocess_counts.png"))
+    artifacts = {
+        "transform_output": run_dir.transform_output_dir,
+        "feature_info": run_dir.feature_info_file,
+        "raw_feature_spec": run_dir.raw_feature_spec_file,
+        "stats": run_dir.stats_file,
+        "dead_letters": run_dir.dead_letter_dir,
+        **{f"{s}_data": run_dir.split_pattern(s) for s in SPLITS},
+    }
+    metrics = {k: stats[k] for k in ("valid", "dead_lettered", "by_reason", "rows_per_split", "rows_per_second")}
+    metrics["cardinalities"] = dict(info.categorical)
+    return StageResult(
+        rows=stats["rows_read"],
+        metrics=metrics,
+        artifacts=artifacts,
+        plots=[os.path.relpath(plot, run_dir.root)],
+        report=preprocess_stats.report_markdown(stats, info.to_dict()),
+        message=(f"preprocess: {stats['rows_read']} records read, {stats['valid']} valid "
+                 f"({', '.join(f'{s} {n}' for s, n in stats['rows_per_split'].items())}), "
+                 f"{stats['dead_lettered']} dead-lettered -> {run_dir.preprocess_dir}"),
+    )
+
+
+def _publish_rejected(layout_root: str, run_dir: RunDir) -> None:
+    from pipeline.preprocess.job import PreprocessLayout
+
+    with atomic_dir(run_dir.rejected_dir) as tmp:
+        src = PreprocessLayout(run_dir, layout_root)
+        shutil.copytree(src.dead_letters, os.path.join(tmp, "dead_letters"))
+        shutil.copy(src.stats, os.path.join(tmp, "stats.json"))

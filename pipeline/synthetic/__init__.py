@@ -1,0 +1,1 @@
+"""The synthetic click/conversion logs (the embedded default data): the generative model and the writer."""
