@@ -45,3 +45,22 @@ def census_path():
 def make_config(**sections):
     """A config from a dict of sections, for tests that need a custom schema."""
     return config_from_dict(sections)
+
+
+@pytest.fixture(scope="session")
+def exported_fake_run(tmp_path_factory):
+    """A fake run directory (raw CSV, TFT output, teacher) with one exported, blessed version.
+
+    Built once per session (TF Transform analysis + export take most of a minute on 2 cores)
+    and shared by the serving, batch-prediction and scale tests; tests that damage it work on
+    a copy. ``(cfg, run_dir, result, model_dir)``."""
+    import types
+
+    from pipeline.stages.export import run as run_export
+    from tests.fakes import serving_models
+
+    cfg = serving_models.serving_config()
+    run_dir = serving_models.build_fake_run(cfg, str(tmp_path_factory.mktemp("fake_run")))
+    result = run_export(cfg, run_dir, types.SimpleNamespace(model=None))
+    return types.SimpleNamespace(cfg=cfg, run_dir=run_dir, result=result,
+                                 model_dir=os.path.join(run_dir.serving_base(), "ranker"))

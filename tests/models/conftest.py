@@ -1,10 +1,10 @@
-"""Fixtures of the model tests: fake transformed data (tests/models/fake_data.py) and tiny configs."""
+"""Fixtures of the model tests: fake transformed data (tests/fakes/transformed_run.py) and tiny configs."""
 import os
 
 import pytest
 
 from core.config import load_config
-from tests.models.fake_data import REPO, TINY, make_fake_run
+from tests.fakes.transformed_run import REPO, TINY, make_fake_run
 
 
 @pytest.fixture

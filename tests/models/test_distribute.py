@@ -7,7 +7,7 @@ from models.distribute import get_strategy
 from core.config import DistributeConfig
 from core.errors import ConfigError
 from core.features import FeatureInfo
-from tests.models.fake_data import CARDINALITIES, NUMERIC
+from tests.fakes.transformed_run import CARDINALITIES, NUMERIC
 
 
 def test_default_and_mirrored_strategies(tiny_model_config):

@@ -10,7 +10,7 @@ from models.builder import build_ranker
 from models.outputs import eval_output_key
 from models.ranker import MultiTaskRanker
 from models.towers import AUX_PREFIX
-from tests.models.fake_data import fake_examples
+from tests.fakes.transformed_run import fake_examples
 
 
 def _batch(info, n=64, seed=3):

@@ -13,7 +13,7 @@ import pytest
 from pipeline.beam_options import beam_flags, pipeline_options
 from core.config import BeamConfig
 from pipeline.teacher_scoring import TeacherModelHandler, score_splits
-from tests.pipeline.test_teacher_scores import DTYPES, _example, _read, _tiny_teacher, _write
+from tests.pipeline.test_teacher_scoring import DTYPES, _example, _read, _tiny_teacher, _write
 from pipeline.stages.predict import run as run_predict
 
 MP = ["preprocess.beam.direct_running_mode=multi_processing", "preprocess.beam.direct_num_workers=2"]
@@ -55,7 +55,7 @@ def test_teacher_scoring_on_two_worker_processes(tmp_path):
 
 @pytest.mark.slow
 def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
-    from tests.serving.conftest import serving_config
+    from tests.fakes.serving_models import serving_config
 
     cfg = serving_config(*MP)
     run_dir = exported_run

@@ -9,8 +9,8 @@ import pytest
 from core import artifact_checks
 from pipeline.cli import main
 from core.errors import InputError
-from tests.models.fake_data import TINY, make_fake_run
-from tests.scale import procs
+from tests.fakes.transformed_run import TINY, make_fake_run
+from tests.fakes import procs
 
 
 def _cli_error(capsys, argv) -> str:

@@ -13,8 +13,8 @@ from core.config import load_config
 from core.run_dir import RunDir
 from pipeline.stages import run_stage
 from tests.conftest import REPO
-from tests.pipeline import preprocess_fixtures as fx
-from tests.scale import procs
+from tests.fakes import raw_records as fx
+from tests.fakes import procs
 
 ROWS = 3000
 SMALL = ["synthetic.rows=3000", "synthetic.chunk_rows=1500", "synthetic.num_users=200", "synthetic.num_items=100",

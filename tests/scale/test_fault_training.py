@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.models.fake_data import TINY, make_fake_run
-from tests.scale import procs
+from tests.fakes.transformed_run import TINY, make_fake_run
+from tests.fakes import procs
 
 EPOCHS = 3
 STEPS = 150

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from core.config import load_config
 from pipeline.stages.train import run as run_train
-from tests.models.fake_data import REPO, TINY, make_fake_run
-from tests.scale import procs
+from tests.fakes.transformed_run import REPO, TINY, make_fake_run
+from tests.fakes import procs
 
 STEPS = ["training.steps_per_epoch=3", "training.epochs=2", "training.early_stopping_patience=5"]
 

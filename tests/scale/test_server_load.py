@@ -15,8 +15,8 @@ import requests
 
 from serving.client import GrpcClient, ServingClientError
 from serving.server import ModelServer
-from tests.serving.conftest import publish_tiny
-from tests.serving.fakes import tiny_example
+from tests.fakes.serving_models import publish_tiny
+from tests.fakes.serving_models import tiny_example
 
 THREADS = 16
 REQUESTS_PER_THREAD = 12

@@ -1,27 +1,10 @@
-"""Fixtures of the serving tests: tiny SavedModels, a fake run directory, a running server."""
+"""Fixtures of the serving tests: tiny SavedModels, the exported fake run, a running server."""
 import os
 import shutil
-import types
 
 import pytest
 
-from core.config import load_config
-from tests.conftest import REPO
-from tests.serving import fakes
-
-
-def serving_config(*overrides):
-    return load_config(os.path.join(REPO, "configs", "default.yaml"), ["export.min_auc={}", *overrides])
-
-
-def publish_tiny(base: str, version: int, scale: float, name: str = "tiny") -> str:
-    """Builds a tiny SavedModel in a hidden dir and renames it into place, as export does."""
-    model_dir = os.path.join(base, name)
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{version}")
-    fakes.build_tiny_savedmodel(tmp, scale)
-    os.rename(tmp, os.path.join(model_dir, str(version)))
-    return os.path.join(model_dir, str(version))
+from tests.fakes.serving_models import publish_tiny
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +16,9 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def fake_run(tmp_path_factory):
-    """A fake run directory (teacher only) with one exported, blessed version (teacher)."""
-    from pipeline.stages.export import run as run_export
-
-    cfg = serving_config()
-    run_dir = fakes.build_fake_run(cfg, str(tmp_path_factory.mktemp("fake_run")))
-    result = run_export(cfg, run_dir, types.SimpleNamespace(model=None))
-    return types.SimpleNamespace(cfg=cfg, run_dir=run_dir, result=result,
-                                 model_dir=os.path.join(run_dir.serving_base(), "ranker"))
+def fake_run(exported_fake_run):
+    """The session's exported fake run (``tests/conftest.py``): teacher only, one blessed version."""
+    return exported_fake_run
 
 
 @pytest.fixture(scope="module")

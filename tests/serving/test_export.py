@@ -14,8 +14,8 @@ from pipeline.stages.export import run as run_export
 from serving.session_model import SessionModel
 from serving.signatures import probability_outputs, set_method_names
 from serving.warmup import read_warmup
-from tests.serving.conftest import serving_config
-from tests.serving.fakes import build_fake_run
+from tests.fakes.serving_models import serving_config
+from tests.fakes.serving_models import build_fake_run
 
 
 def test_published_layout_and_blessing(fake_run):

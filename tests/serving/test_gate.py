@@ -13,7 +13,7 @@ from serving import export, gate, versions
 from serving.session_model import SessionModel
 from serving.raw_examples import read_split
 from serving.warmup import write_warmup
-from tests.serving.fakes import build_keras_model
+from tests.fakes.serving_models import build_keras_model
 from pipeline.stages.export import choose_role, run as run_export
 
 
@@ -23,7 +23,7 @@ def _listing(model_dir):
 
 def test_min_auc_failure_publishes_nothing(fake_run):
     before = _listing(fake_run.model_dir)
-    from tests.serving.conftest import serving_config
+    from tests.fakes.serving_models import serving_config
 
     strict = serving_config("export.min_auc={click: 0.999}")
     with pytest.raises(GateFailedError, match=r"gate check 'metrics' failed: task 'click': test AUC 0\.\d+ < export.min_auc 0.999"):
@@ -44,7 +44,7 @@ def test_auc_drop_against_published_version_fails(fake_run):
 
 
 def test_undefined_auc_with_a_minimum_fails(fake_run):
-    from tests.serving.conftest import serving_config
+    from tests.fakes.serving_models import serving_config
 
     one_class = {"click": {"auc": None, "rows": 5, "positives": 0}}
     with pytest.raises(GateFailedError, match="AUC undefined"):

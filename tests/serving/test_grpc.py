@@ -6,7 +6,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from serving.client import GrpcClient, ServingClientError
-from tests.serving.fakes import tiny_example
+from tests.fakes.serving_models import tiny_example
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from serving.client import GrpcClient, RestClient
 from serving.model_store import ModelStore
 from serving.server import ModelServer
 from serving.status import RequestError
-from tests.serving.conftest import publish_tiny
-from tests.serving.fakes import tiny_example
+from tests.fakes.serving_models import publish_tiny
+from tests.fakes.serving_models import tiny_example
 
 
 def test_new_version_under_load_fails_no_request(own_base):

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from serving.client import RestClient, ServingClientError
-from tests.serving.fakes import tiny_example
+from tests.fakes.serving_models import tiny_example
 
 
 def _url(server, path):

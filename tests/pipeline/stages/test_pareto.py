@@ -8,7 +8,7 @@ from models.pareto_study import summarize, verdict
 from core.config import load_config
 from core.errors import ConfigError
 from pipeline.stages.pareto import run as run_pareto
-from tests.models.fake_data import REPO, TINY, make_fake_run
+from tests.fakes.transformed_run import REPO, TINY, make_fake_run
 
 
 def _rows(shift):

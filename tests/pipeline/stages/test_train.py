@@ -15,7 +15,7 @@ from models.training import train_model
 from core.config import load_config
 from core.errors import ConfigError
 from pipeline.stages.train import run as run_train
-from tests.models.fake_data import REPO, TINY, fake_examples, make_fake_run
+from tests.fakes.transformed_run import REPO, TINY, fake_examples, make_fake_run
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from core.features import raw_columns
 from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
 from pipeline.preprocess.validation import ValidateRecords
 from tests.conftest import REPO
-from tests.pipeline import preprocess_fixtures as fx
+from tests.fakes import raw_records as fx
 
 CENSUS_ROWS = 99_762
 

@@ -10,7 +10,7 @@ import pytest
 from core.errors import InputError
 from serving.raw_examples import to_example
 from serving.session_model import SessionModel
-from tests.serving.conftest import serving_config
+from tests.fakes.serving_models import serving_config
 from pipeline.stages.predict import run as run_predict
 
 
@@ -19,8 +19,8 @@ def beam_cfg():
     return serving_config("preprocess.beam.direct_running_mode=in_memory")
 
 
-def test_predict_scores_every_row_or_dead_letters_it(fake_run, beam_cfg, tmp_path):
-    raw = pd.read_csv(glob.glob(os.path.join(fake_run.run_dir.raw_data_dir, "*.csv"))[0]).head(30)
+def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg, tmp_path):
+    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_dir, "*.csv"))[0]).head(30)
     raw = raw.drop(columns=["click", "conversion"])  # scoring input carries no labels
     raw["price"] = raw["price"].astype(object)
     raw.loc[3, "price"] = "not-a-number"
@@ -28,7 +28,7 @@ def test_predict_scores_every_row_or_dead_letters_it(fake_run, beam_cfg, tmp_pat
     src = tmp_path / "in.csv"
     raw.to_csv(src, index=False)
     out = tmp_path / "out"
-    result = run_predict(beam_cfg, fake_run.run_dir,
+    result = run_predict(beam_cfg, exported_fake_run.run_dir,
                                      types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
     m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (30, 28, 2)
@@ -39,7 +39,7 @@ def test_predict_scores_every_row_or_dead_letters_it(fake_run, beam_cfg, tmp_pat
     by_id = {r["impression_id"]: r for r in rows}
     assert len(by_id) == 28 and set(rows[0]) >= {"source", "position", "click_probability", "conversion_probability"}
     # same numbers as the served signature on the same rows
-    model = SessionModel(os.path.join(fake_run.model_dir, "1"))
+    model = SessionModel(os.path.join(exported_fake_run.model_dir, "1"))
     try:
         first = raw.iloc[0]
         feats = {c: str(first[c]) for c in beam_cfg.data.categorical}

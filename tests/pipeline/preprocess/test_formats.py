@@ -12,7 +12,7 @@ from pipeline.beam_options import pipeline_options
 from core.errors import InputError
 from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
 from pipeline.preprocess.validation import ValidateRecords
-from tests.pipeline import preprocess_fixtures as fx
+from tests.fakes import raw_records as fx
 
 N = 30
 

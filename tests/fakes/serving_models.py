@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from core.config import load_config
+from tests.conftest import REPO
 from core.features import FeatureInfo, label_key, serving_feature_spec
 from core.run_dir import RunDir, write_json_atomic
 
@@ -199,3 +201,17 @@ def tiny_example(x: float) -> bytes:
 
     return tf.train.Example(features=tf.train.Features(feature={
         "x": tf.train.Feature(float_list=tf.train.FloatList(value=[x]))})).SerializeToString()
+
+
+def serving_config(*overrides):
+    return load_config(os.path.join(REPO, "configs", "default.yaml"), ["export.min_auc={}", *overrides])
+
+
+def publish_tiny(base: str, version: int, scale: float, name: str = "tiny") -> str:
+    """Builds a tiny SavedModel in a hidden dir and renames it into place, as export does."""
+    model_dir = os.path.join(base, name)
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = os.path.join(model_dir, f".tmp-{version}")
+    build_tiny_savedmodel(tmp, scale)
+    os.rename(tmp, os.path.join(model_dir, str(version)))
+    return os.path.join(model_dir, str(version))

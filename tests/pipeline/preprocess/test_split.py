@@ -12,7 +12,7 @@ from pipeline.preprocess.raw_io import ReadRawRecords
 from core.splits import SPLITS, assign_split, fingerprint_fraction, split_columns, split_key
 from pipeline.preprocess.split import SplitRecords
 from pipeline.preprocess.validation import ValidateRecords
-from tests.pipeline import preprocess_fixtures as fx
+from tests.fakes import raw_records as fx
 
 
 def test_fingerprint_is_sha256_not_python_hash():

@@ -14,7 +14,7 @@ from pipeline.preprocess.raw_io import ReadRawRecords
 from core.records import InvalidRecord, RecordSchema
 from pipeline.preprocess.validation import ValidateRecords
 from tests.conftest import make_config
-from tests.pipeline import preprocess_fixtures as fx
+from tests.fakes import raw_records as fx
 
 
 def _census_like_config():

@@ -11,7 +11,7 @@ from pipeline import distillation as distill
 from core.config import load_config
 from core.run_dir import Summary
 from pipeline.stages import run_stage
-from tests.models.conftest import REPO, TINY, make_fake_run
+from tests.fakes.transformed_run import REPO, TINY, make_fake_run
 from pipeline.stages.distill import run as run_distill
 
 FAST = TINY + ["preprocess.beam.direct_running_mode=in_memory", "preprocess.beam.direct_num_workers=1",

@@ -14,7 +14,7 @@ from pipeline.stages.preprocess import run as run_preprocess
 from core.run_dir import RunDir, read_json
 from core.splits import assign_split
 from pipeline.preprocess.transform import MISSING_TOKEN
-from tests.pipeline import preprocess_fixtures as fx
+from tests.fakes import raw_records as fx
 
 N_GOOD = 300
 ALLOWED = "preprocess.max_dead_letter_fraction=0.05"

@@ -6,6 +6,7 @@ import pytest
 from core.config import config_from_dict, config_to_dict, load_config, parse_override
 from core.errors import ConfigError
 from tests.conftest import REPO
+from models import backbones, distillation_losses  # noqa: F401,E402  (register model.backbone and distill.mode, as the CLI does)
 
 DEFAULT = os.path.join(REPO, "configs", "default.yaml")
 

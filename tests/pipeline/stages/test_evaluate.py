@@ -13,7 +13,7 @@ from models.training import TrainResult
 from core.config import load_config
 from core.errors import InputError
 from pipeline.stages.evaluate import run as run_evaluate
-from tests.models.fake_data import REPO, TINY, make_fake_run
+from tests.fakes.transformed_run import REPO, TINY, make_fake_run
 
 
 @pytest.fixture
