@@ -122,7 +122,7 @@ class SyntheticConfig:
     # 1.0: conversion given click is driven by the same user x item affinity as click;
     # 0.0: by an independent one.
     task_correlation: float = _f(0.5, lo=0.0, hi=1.0)
-    # Weight of the latent user x item affinities in both logits (see pipeline/synthetic_model.py).
+    # Weight of the latent user x item affinities in both logits (see pipeline/synthetic/click_model.py).
     interaction_scale: float = _f(1.0, lo=0.0)
     click_rate: float = _f(0.08, lo=0.0, hi=1.0, lo_open=True)
     conversion_rate: float = _f(0.025, lo=0.0, hi=1.0, lo_open=True)  # per impression

@@ -1,4 +1,4 @@
-"""Config loading and validation (pipeline/config.py): every error names the offending key."""
+"""Config loading and validation (core/config.py): every error names the offending key."""
 import os
 
 import pytest

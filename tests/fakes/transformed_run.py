@@ -1,7 +1,7 @@
 """Fake transformed data in a RunDir layout, for tests that must not wait for preprocessing.
 
 ``fake_run`` writes a few hundred transformed tf.Examples per the contract of
-pipeline/features.py (int64 ids, float32 numerics, label_<task>, example_weight, group_id,
+core/features.py (int64 ids, float32 numerics, label_<task>, example_weight, group_id,
 passthrough oracle probabilities) as gzip TFRecord shards, plus feature_info.json. The
 labels follow a known logistic model so a small model learns something in one epoch.
 """

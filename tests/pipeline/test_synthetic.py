@@ -1,4 +1,4 @@
-"""The synthetic click/conversion generator (pipeline/synthetic.py, pipeline/synthetic_model.py)."""
+"""The synthetic click/conversion generator (pipeline/synthetic/generator.py, click_model.py; the generate stage)."""
 import glob
 import math
 import os
