@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 import numpy as np
 
@@ -26,7 +25,7 @@ def decode_value(value):
         if set(value) == {"b64"}:
             try:
                 return base64.b64decode(value["b64"], validate=True)
-            except (binascii.Error, TypeError) as e:
+            except (ValueError, TypeError) as e:  # binascii.Error, and non-ASCII str, are ValueErrors
                 raise invalid(f"Unable to base64 decode: {e}") from None
         raise invalid(f"unexpected JSON object {sorted(value)}; only {{\"b64\": ...}} objects are values")
     if isinstance(value, list):
