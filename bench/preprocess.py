@@ -58,7 +58,7 @@ def _baseline(cfg, run_dir: RunDir) -> int:
     from pipeline.preprocess.raw_io import ReadRawRecords
     from core.splits import SPLITS, split_columns
     from pipeline.preprocess.split import SplitRecords
-    from pipeline.preprocess.transform import raw_tft_feature_spec
+    from core.feature_specs import raw_tft_feature_spec
     from pipeline.preprocess.validation import ValidateRecords
 
     pattern, fmt = run_dir.raw_input(cfg)

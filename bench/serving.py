@@ -91,14 +91,15 @@ def bench(run_dir_path: str, n: int, duration: float, concurrency: int) -> dict:
     from core.config import config_from_dict
     from core.run_dir import RunDir
     from serving.client import GrpcClient, RestClient
-    from serving.raw_examples import read_split, to_example
+    from core.feature_specs import encode_raw_example
+    from serving.raw_examples import read_split
     from serving.server import ModelServer
 
     run_dir = RunDir(run_dir_path)
     with open(run_dir.require(run_dir.config_file, "run"), encoding="utf-8") as f:
         cfg = config_from_dict(yaml.safe_load(f))
     rows = read_split(cfg, *run_dir.raw_input(cfg), "test", 640)
-    examples = [to_example(cfg, r["features"]) for r in rows]
+    examples = [encode_raw_example(cfg, r["features"]) for r in rows]
     base = tempfile.mkdtemp(prefix="bench-serving-")
     roles = _export_roles(cfg, run_dir, base)
     if not roles:

@@ -153,13 +153,19 @@ def run_teacher(cfg, run_dir, info, seed: int, epochs: int, train_rows: int) -> 
 
     from models.builder import build_ranker
     from models.evaluation import evaluate_predictions, predict_split
+    from models.inputs import make_dataset
     from models.training import train_model
 
     keras.backend.clear_session()
-    run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed, verbose=0))
+    t = dataclasses.replace(cfg.training, seed=seed, verbose=0)
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=seed)
     start = time.perf_counter()
-    result = train_model(run_cfg, run_dir, "bench", model, feature_info=info, epochs=epochs, backup=False, save=False)
+    fixed_steps = t.steps_per_epoch is not None
+    train_ds = make_dataset(run_dir.split_pattern("train"), info, t.batch_size, shuffle=True,
+                            shuffle_buffer=t.shuffle_buffer, seed=seed, repeat=fixed_steps)
+    val_ds = make_dataset(run_dir.split_pattern("validation"), info, t.batch_size)
+    result = train_model(model, train_ds, val_ds, t, None, tasks=cfg.task_names, epochs=epochs,
+                         train_rows=None if fixed_steps else train_rows, name="bench")
     seconds = time.perf_counter() - start
     arrays = predict_split(model.serving_model(), run_dir.split_pattern("test"), info)
     aucs = {t: m["auc"] for t, m in evaluate_predictions(arrays, cfg.data.tasks, cfg.model, cfg.data.funnel, use_groups=False).items()}

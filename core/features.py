@@ -1,4 +1,7 @@
-"""Feature names and the raw feature spec: the one module preprocessing, training and serving share.
+"""Feature names and the feature info: the one module preprocessing, training and serving share.
+
+The ``tf.io`` specs, Keras inputs and ``tf.Example`` encodings built from these names are in
+``core.feature_specs``.
 
 Raw records (what a file row or a serving request carries):
   * categorical columns are strings (an integer id is carried as its decimal string); a
@@ -14,6 +17,8 @@ Transformed examples (the TFRecords the model trains on, and the transform graph
   * ``label_<task>``: float32 0/1;  ``example_weight``: float32 (1.0 without a weight column);
   * ``group_id``: int64 (a hash of the group column) when a group column is configured;
   * ``<passthrough>``: float32 as read (e.g. the synthetic oracle probabilities).
+
+Scored examples (distillation): the transformed features plus ``teacher_logit_<task>``, float32.
 """
 from __future__ import annotations
 
@@ -25,11 +30,17 @@ MISSING_CATEGORY = ""
 WEIGHT_KEY = "example_weight"
 GROUP_KEY = "group_id"
 BUCKET_SUFFIX = "_bucket"
+TEACHER_LOGIT_PREFIX = "teacher_logit_"
 
 
 def label_key(task: str) -> str:
     """Name of a task's 0/1 label in the transformed examples."""
     return f"label_{task}"
+
+
+def teacher_logit_key(task: str) -> str:
+    """Name of the float feature holding the teacher's logit for ``task`` in the scored data."""
+    return f"{TEACHER_LOGIT_PREFIX}{task}"
 
 
 @dataclass
@@ -81,12 +92,3 @@ def raw_columns(cfg: PipelineConfig) -> list[str]:
         if c not in cols:
             cols.append(c)
     return cols
-
-
-def serving_feature_spec(cfg: PipelineConfig) -> dict:
-    """``tf.io`` parsing spec of a serving request's ``tf.Example`` (features only)."""
-    import tensorflow as tf
-
-    spec = {c: tf.io.FixedLenFeature([], tf.string, default_value=MISSING_CATEGORY) for c in cfg.data.categorical}
-    spec.update({c: tf.io.FixedLenFeature([], tf.float32) for c in cfg.data.numeric})
-    return spec

@@ -20,7 +20,7 @@ A missing categorical value is not an error: it becomes ``features.MISSING_CATEG
 
 A *typed record* is ``{"source", "position", "values", "features"}``: ``values`` are the raw
 strings (the split hashes them), ``features`` maps the raw column names of
-``transform.raw_tft_feature_spec`` to Python values (str for categorical and group columns,
+``core.feature_specs.raw_tft_feature_spec`` to Python values (str for categorical and group columns,
 float for the rest). A *dead letter* is ``{"source", "position", "record", "reason",
 "detail"}``; ``detail`` names the field.
 """

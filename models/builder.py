@@ -3,21 +3,14 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import tensorflow as tf
 import tf_keras as keras
 
+from core.feature_specs import dummy_batch
 from models.backbones import backbone_from_config
 from models.embedding import FeatureEmbedding
 from models.interaction import CrossNetwork
 from models.ranker import MultiTaskRanker
 from models.towers import MAIN_PREFIX, Tower, aux_tower
-
-
-def dummy_batch(feature_info, batch_size: int = 2) -> dict:
-    """A batch of zeros with every model input (used to create the variables)."""
-    batch = {n: tf.zeros([batch_size], tf.int64) for n in feature_info.categorical}
-    batch.update({n: tf.zeros([batch_size], tf.float32) for n in feature_info.numeric})
-    return batch
 
 
 def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int] = None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from core.features import WEIGHT_KEY, label_key
-from models.distillation_losses import (check_kd_arguments, distillation_loss, feature_alignment_loss, needs_teacher,
-                                        teacher_logit_key)
+from core import feature_specs
+from core.features import WEIGHT_KEY, FeatureInfo, label_key, teacher_logit_key
+from models.distillation_losses import check_kd_arguments, distillation_loss, feature_alignment_loss, needs_teacher
 from models.ranker import MultiTaskRanker
 
 
@@ -129,10 +129,14 @@ class DistilledRanker(MultiTaskRanker):
             teacher_logit_key(t) not in inputs for t in self.task_names))
         if self._teacher_forward is not None and needs_online:
             fwd["teacher"] = self._teacher(inputs)
-        return self.supervised_loss(inputs, fwd, training) + self.extra_loss(inputs, fwd, training)
+        loss = self.supervised_loss(inputs, fwd, training) + self.extra_loss(inputs, fwd, training)
+        # The steps return exactly the model's metrics (MultiTaskRanker.train_step/test_step):
+        # "loss" / "val_loss" are this tracker's mean, so it must see every batch's objective.
+        self.loss_tracker.update_state(loss)
+        return loss
 
 
 def _dummy_inputs(ranker) -> dict:
-    batch = {n: tf.zeros([2], tf.int64) for n in ranker.embedding.cardinalities}
-    batch.update({n: tf.zeros([2], tf.float32) for n in ranker.embedding.numeric})
-    return batch
+    """A zero batch of ``ranker``'s model inputs (``core.feature_specs.dummy_batch``)."""
+    info = FeatureInfo(categorical=dict(ranker.embedding.cardinalities), numeric=list(ranker.embedding.numeric))
+    return feature_specs.dummy_batch(info)

@@ -29,13 +29,6 @@ import tf_keras as keras
 
 from core.registries import KD_MODES
 
-TEACHER_LOGIT_PREFIX = "teacher_logit_"
-
-
-def teacher_logit_key(task: str) -> str:
-    """Name of the float feature holding the teacher's logit for ``task`` in the scored data."""
-    return f"{TEACHER_LOGIT_PREFIX}{task}"
-
 
 @dataclass(frozen=True)
 class KDMode:

@@ -1,27 +1,17 @@
-"""tf.data input pipeline over the transformed TFRecord shards (parallel reads, shuffle, batch, prefetch)."""
+"""tf.data input pipeline over the transformed (and teacher-scored) TFRecord shards (parallel reads, shuffle, batch, prefetch)."""
 from __future__ import annotations
 
 import glob
 import logging
+from typing import Sequence
 
 import tensorflow as tf
 
 from core.errors import InputError
-from core.features import GROUP_KEY, WEIGHT_KEY, FeatureInfo, label_key
+from core.feature_specs import scored_feature_spec
+from core.features import FeatureInfo
 
 log = logging.getLogger("models.inputs")
-
-
-def transformed_feature_spec(feature_info: FeatureInfo) -> dict:
-    """``tf.io`` spec of the transformed examples (pipeline/features.py): every feature a scalar."""
-    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in feature_info.categorical}
-    spec.update({n: tf.io.FixedLenFeature([], tf.float32) for n in feature_info.numeric})
-    spec.update({label_key(t): tf.io.FixedLenFeature([], tf.float32) for t in feature_info.tasks})
-    spec[WEIGHT_KEY] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
-    if feature_info.has_group:
-        spec[GROUP_KEY] = tf.io.FixedLenFeature([], tf.int64)
-    spec.update({n: tf.io.FixedLenFeature([], tf.float32) for n in feature_info.passthrough})
-    return spec
 
 
 def list_shards(file_pattern: str) -> list[str]:
@@ -43,19 +33,24 @@ def count_examples(file_pattern: str) -> int:
         raise shard_error([file_pattern], e) from None
 
 
-def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *, shuffle: bool = False,
-                 shuffle_buffer: int = 10_000, seed: int | None = None, repeat: bool = False,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *,
+                 teacher_logits: Sequence[str] = (), shuffle: bool = False, shuffle_buffer: int = 10_000,
+                 seed: int | None = None, repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of parsed transformed examples: dict name -> tensor ``(batch,)``.
 
-    The dict holds the model inputs, ``label_<task>``, ``example_weight`` (1.0 when absent),
-    ``group_id`` (if any) and the passthrough columns; the ranker's ``compute_loss`` reads
-    labels and weights from it.
+    The one reader of training, distillation and evaluation data. The dict holds the model
+    inputs, ``label_<task>``, ``example_weight`` (1.0 when absent), ``group_id`` (if any), the
+    passthrough columns and, with ``teacher_logits``, ``teacher_logit_<task>``; the ranker's
+    ``compute_loss`` reads labels, weights and teacher logits from it. Under a multi-worker
+    strategy every worker reads its share of the records (auto-shard policy ``DATA``).
 
     Args:
-      file_pattern: glob of gzip TFRecord shards (``RunDir.split_pattern(split)``).
+      file_pattern: glob of gzip TFRecord shards: a split (``RunDir.split_pattern(split)``) or
+        the teacher-scoring job's output (``scores/<split>-*.tfrecord.gz``).
       feature_info: the feature names and dtypes.
       batch_size: examples per batch (>= 1).
+      teacher_logits: task names whose float ``teacher_logit_<task>`` feature the records hold
+        (the scored examples the student is distilled on); parsed too. Default: none.
       shuffle: shuffle shard order and examples (training); seeded by ``seed``.
       shuffle_buffer: examples in the shuffle buffer.
       repeat: repeat forever (then pass ``steps_per_epoch`` to fit).
@@ -74,7 +69,7 @@ def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, 
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    spec = transformed_feature_spec(feature_info)
+    spec = scored_feature_spec(feature_info, teacher_logits)  # the transformed spec when no teacher logits
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)

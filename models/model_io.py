@@ -34,10 +34,29 @@ def load_feature_info(run_dir) -> FeatureInfo:
     return FeatureInfo.from_dict(read_json(run_dir.feature_info_file, "feature_info.json"))
 
 
-def save_trained(run_dir, role: str, model, model_cfg, feature_info, tasks, funnel, result) -> dict:
-    """Writes serving_model/ (atomically), model_config.json and metrics.json; returns their paths."""
-    model_dir = run_dir.model_dir(role)
-    path = serving_model_dir(run_dir, role)
+def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature_info, tasks, funnel=None) -> dict:
+    """Saves a trained model into its model directory.
+
+    Writes ``<model_dir>/serving_model/`` (atomically: the main towers only), then
+    ``model_config.json`` and ``metrics.json``. In multi-worker training every worker must
+    call this (the save may run collective ops); only the chief's copy is written, the other
+    workers save into temporary directories that are removed (``multi_worker.write_dir``).
+
+    Args:
+      model_dir: the role's directory (``RunDir.model_dir(role)``).
+      model: the trained ``MultiTaskRanker``.
+      result: its ``TrainResult`` (history, best epoch and metrics, parameters, rows).
+      role: 'teacher' or 'student', recorded in model_config.json.
+      model_cfg: the ModelConfig the model was built from.
+      feature_info: the FeatureInfo it reads.
+      tasks: its TaskConfigs.
+      funnel: the FunnelConfig, or None.
+
+    Returns:
+      dict artifact -> path (``serving_model``, ``model_config``, ``metrics``, ``logs``); empty
+      on a worker other than the chief.
+    """
+    path = os.path.join(model_dir, SERVING_MODEL)
     if not multi_worker.is_chief():  # multi-worker: every worker saves, only the chief's copy is kept
         with multi_worker.write_dir(path) as tmp:
             model.serving_model().save(tmp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -17,6 +18,7 @@ import tf_keras as keras
 
 from models.builder import build_ranker
 from models.evaluation import evaluate_predictions, predict_split
+from models.inputs import count_examples, make_dataset
 from models.pareto import hypervolume, pareto_front
 from models.training import train_model
 from core.errors import ConfigError
@@ -37,30 +39,62 @@ def check_study(cfg) -> list:
     return list(cfg.data.tasks)
 
 
-def run_point(cfg, run_dir, info, aux: bool, weight: float, seed: int) -> dict:
-    """Trains one grid point and returns its test AUCs."""
+def run_point(cfg, info, splits: Mapping[str, str], aux: bool, weight: float, seed: int,
+              train_rows: Optional[int] = None) -> dict:
+    """Trains one grid point and returns its test AUCs.
+
+    Args:
+      cfg: the PipelineConfig (``pareto``, ``model``, ``training`` and ``data`` sections).
+      info: the FeatureInfo of the transformed examples.
+      splits: split name -> glob of its transformed TFRecord shards, for ``train``,
+        ``validation`` and ``test``.
+      aux: train with the self-auxiliary towers.
+      weight: the first task's loss weight (the second gets ``1 - weight``).
+      seed: model, shuffle and training seed.
+      train_rows: examples in the train split (counted when None).
+
+    Returns:
+      dict with ``aux``, ``weight``, ``seed``, ``best_epoch`` and the test AUCs ``auc_1``, ``auc_2``.
+    """
     t1, t2 = check_study(cfg)
     tasks = [dataclasses.replace(t1, weight=weight), dataclasses.replace(t2, weight=1.0 - weight)]
     model_cfg = dataclasses.replace(cfg.model, backbone=cfg.pareto.backbone,
                                     aux=dataclasses.replace(cfg.model.aux, enabled=aux))
-    run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+    t = dataclasses.replace(cfg.training, seed=seed)
     keras.backend.clear_session()
     model = build_ranker(model_cfg, info, tasks, cfg.data.funnel, seed=seed)
-    result = train_model(run_cfg, run_dir, "pareto", model, model_cfg=model_cfg, feature_info=info, tasks=tasks,
-                         epochs=cfg.pareto.epochs, backup=False, save=False, verbose=0)
-    arrays = predict_split(model.serving_model(), run_dir.split_pattern("test"), info)
+    repeat = t.steps_per_epoch is not None
+    train_ds = make_dataset(splits["train"], info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
+                            seed=seed, repeat=repeat)
+    val_ds = make_dataset(splits["validation"], info, t.batch_size)
+    if train_rows is None and not repeat:
+        train_rows = count_examples(splits["train"])
+    result = train_model(model, train_ds, val_ds, t, None, tasks=[x.name for x in tasks], train_rows=train_rows,
+                         epochs=cfg.pareto.epochs, backup=False, verbose=0, name="pareto",
+                         shard_patterns=[splits["train"], splits["validation"]])
+    arrays = predict_split(model.serving_model(), splits["test"], info)
     m = evaluate_predictions(arrays, tasks, model_cfg, cfg.data.funnel, use_groups=False)
     return {"aux": aux, "weight": weight, "seed": seed, "best_epoch": result.best_epoch,
             "auc_1": m[t1.name]["auc"], "auc_2": m[t2.name]["auc"]}
 
 
-def run_grid(cfg, run_dir, info) -> list[dict]:
-    """Every (arm, weight, seed) point, logging progress."""
+def run_grid(cfg, info, splits: Mapping[str, str]) -> list[dict]:
+    """Every (arm, weight, seed) point, logging progress.
+
+    Args:
+      cfg: the PipelineConfig.
+      info: the FeatureInfo of the transformed examples.
+      splits: split name -> glob of its shards (``train``, ``validation``, ``test``).
+
+    Returns:
+      one ``run_point`` row per point, arms outermost, then weights, then seeds.
+    """
     check_study(cfg)
+    train_rows = None if cfg.training.steps_per_epoch else count_examples(splits["train"])
     grid = [(aux, w, s) for aux in ARMS.values() for w in cfg.pareto.first_task_weights for s in cfg.pareto.seeds]
     rows = []
     for i, (aux, w, s) in enumerate(grid, 1):
-        rows.append(run_point(cfg, run_dir, info, aux, w, s))
+        rows.append(run_point(cfg, info, splits, aux, w, s, train_rows=train_rows))
         log.info("pareto %d/%d: aux=%s w=%.2f seed=%d -> AUC %.4f / %.4f", i, len(grid), aux, w, s,
                  rows[-1]["auc_1"], rows[-1]["auc_2"])
     return rows

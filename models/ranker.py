@@ -183,10 +183,17 @@ class MultiTaskRanker(tfrs.models.Model):
 
     # ------------------------------------------------------------------ serving
     def serving_inputs(self) -> dict:
-        """Keras Inputs of the serving model: int64 ids and float32 numerics, each ``(None,)``."""
-        inputs = {n: keras.Input(shape=(), dtype=tf.int64, name=n) for n in self.embedding.cardinalities}
-        inputs.update({n: keras.Input(shape=(), dtype=tf.float32, name=n) for n in self.embedding.numeric})
-        return inputs
+        """Keras Inputs of the serving model (``core.feature_specs.serving_keras_inputs``).
+
+        Returns:
+          dict name -> symbolic tensor ``(None,)``: int64 ids of the embedding's categorical
+          features, then float32 numerics.
+        """
+        from core.feature_specs import serving_keras_inputs
+        from core.features import FeatureInfo
+
+        return serving_keras_inputs(FeatureInfo(categorical=dict(self.embedding.cardinalities),
+                                                numeric=list(self.embedding.numeric)))
 
     def serving_model(self, name: str = "serving_model") -> keras.Model:
         """The functional inference model: main towers only (shares this model's weights)."""

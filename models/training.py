@@ -1,10 +1,11 @@
-"""Fit glue: Adam with a per-epoch exponential decay, callbacks, datasets and saved artifacts.
+"""The training loop: Adam with a per-epoch exponential decay, early stopping, callbacks.
 
-``train_model(cfg, run_dir, role, model)`` trains any ``MultiTaskRanker`` (teacher or
-student) on ``run_dir``'s train split, monitors the validation split, and writes into
-``run_dir.model_dir(role)``: serving_model/, model_config.json, metrics.json, logs/
-(TensorBoard), backup/ (BackupAndRestore: a killed run resumes from its last finished
-epoch), checkpoints/ (best weights).
+``train_model(model, train_ds, val_ds, training_cfg, model_dir)`` fits any
+``MultiTaskRanker`` (teacher or student) on the given datasets, validates every epoch and,
+with a ``model_dir``, writes there only: logs/ (TensorBoard), backup/ (BackupAndRestore: a
+killed run resumes from its last finished epoch) and checkpoints/ (best weights). It knows
+neither the pipeline config nor the run directory: the stages build the datasets and save
+the trained model (``model_io.save_trained``).
 """
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 import tensorflow as tf
 import tf_keras as keras
 
-from models import model_io, multi_worker
+from models import multi_worker
 from models.callbacks import AucMean, EpochLog, EpochSummaries
-from models.inputs import count_examples, make_dataset
 from core.errors import ConfigError
 
 log = logging.getLogger("models.training")
@@ -62,12 +62,12 @@ def make_optimizer(training_cfg, steps_per_epoch: int) -> keras.optimizers.Optim
     return keras.optimizers.Adam(learning_rate=schedule)
 
 
-def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], role: str, epochs: int,
+def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], name: str, epochs: int,
                    backup: bool = True) -> list:
-    """AucMean first, then NaN guard, early stopping (best-weights restore) and, with a
-    ``model_dir``, checkpoints, BackupAndRestore and TensorBoard."""
+    """AucMean first, then NaN guard, the epoch log (labelled ``name``), early stopping
+    (best-weights restore) and, with a ``model_dir``, checkpoints, BackupAndRestore and TensorBoard."""
     mode = monitor_mode(training_cfg.monitor, tasks)
-    cbs = [AucMean(tasks), keras.callbacks.TerminateOnNaN(), EpochLog(role, epochs),
+    cbs = [AucMean(tasks), keras.callbacks.TerminateOnNaN(), EpochLog(name, epochs),
            keras.callbacks.EarlyStopping(monitor=training_cfg.monitor, mode=mode,
                                          patience=training_cfg.early_stopping_patience, restore_best_weights=True)]
     if model_dir:
@@ -81,71 +81,100 @@ def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], rol
     return cbs
 
 
-def train_model(cfg, run_dir, role: str, model, *, model_cfg=None, feature_info=None, tasks=None,
-                train_ds=None, val_ds=None, epochs: Optional[int] = None, callbacks=(), backup: bool = True,
-                save: bool = True, verbose: Optional[int] = None) -> TrainResult:
-    """Compiles and fits ``model``; with ``save``, writes the role's artifacts.
+def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, training_cfg,
+                model_dir: Optional[str] = None, *, tasks: Optional[Sequence[str]] = None,
+                steps_per_epoch: Optional[int] = None, train_rows: Optional[int] = None,
+                epochs: Optional[int] = None, callbacks: Sequence = (), backup: bool = True,
+                verbose: Optional[int] = None, name: str = "model",
+                shard_patterns: Sequence[str] = ()) -> TrainResult:
+    """Compiles ``model`` and fits it on ``train_ds``, validating on ``val_ds`` after every epoch.
+
+    Adam with a learning rate that decays by ``training_cfg.lr_decay_rate`` once per epoch;
+    early stopping on ``training_cfg.monitor`` (patience ``early_stopping_patience``) restores
+    the best epoch's weights; a NaN loss stops the run. Every epoch logs ``loss``,
+    ``<task>_auc``, ``auc_mean`` and their ``val_`` counterparts. Under a distribution
+    strategy, build ``model`` inside the strategy's scope; the datasets are distributed by
+    Keras (``make_dataset`` shards them by record across workers). With several workers
+    each writes its checkpoints and backups where Keras puts them (the chief into
+    ``model_dir``, the others into temporary directories), TensorBoard events come from the
+    chief only.
 
     Args:
-      cfg: the PipelineConfig (``cfg.training`` drives the loop).
-      run_dir: the RunDir; data come from its train/validation splits unless datasets are given.
-      role: 'teacher' or 'student' (the model directory).
-      model: a built ``MultiTaskRanker`` (built under the strategy scope when distributed).
-      model_cfg: the ModelConfig the model was built from (saved in model_config.json;
-        default ``cfg.model``).
-      feature_info: FeatureInfo (default: read from the run directory).
-      tasks: the TaskConfigs (default ``cfg.data.tasks``).
-      train_ds, val_ds: override the datasets (e.g. the distillation data with teacher logits).
-      epochs: override ``cfg.training.epochs``.
+      model: a built ``MultiTaskRanker`` (or ``DistilledRanker``).
+      train_ds: batches of training examples, dict name -> tensor ``(batch,)`` as
+        ``inputs.make_dataset`` yields them: the model inputs, ``label_<task>``,
+        ``example_weight`` and, for a distilled student, ``teacher_logit_<task>``. It must
+        repeat when epochs have a fixed number of steps (``steps_per_epoch``).
+      val_ds: batches of validation examples, finite; every batch is scored each epoch.
+      training_cfg: the ``TrainingConfig``: epochs, learning rate and decay, monitor and
+        patience, steps per execution, seed, verbosity (``batch_size``: the batch size of
+        the datasets, for the epoch length).
+      model_dir: where checkpoints/ (best weights), backup/ (BackupAndRestore) and logs/
+        (TensorBoard) go; nothing is written anywhere else. None: nothing is written.
+      tasks: task names of the AUC metrics (default ``model.task_names``).
+      steps_per_epoch: batches per epoch (default ``training_cfg.steps_per_epoch``); then
+        ``train_ds`` must repeat. None in both: one epoch is one pass over ``train_ds``.
+      train_rows: examples in one pass over ``train_ds`` when epochs are passes (e.g.
+        ``inputs.count_examples`` of its shards): the epoch length the learning-rate decay
+        and ``steps_per_execution`` need, without reading ``train_ds``. None: its batches
+        are counted (one pass).
+      epochs: maximum epochs (default ``training_cfg.epochs``).
       callbacks: extra Keras callbacks, run after the built-in ones.
-      backup: use BackupAndRestore (off for throwaway runs like the Pareto grid).
-      save: write serving_model/, model_config.json, metrics.json.
-      verbose: override ``cfg.training.verbose``.
+      backup: with a ``model_dir``, keep a BackupAndRestore backup, so that a killed run
+        resumes at the epoch it was in (the backup is removed once the run finishes).
+      verbose: Keras progress output (default ``training_cfg.verbose``).
+      name: the label of the per-epoch log lines (``"teacher epoch 2/5: loss=..."``).
+      shard_patterns: globs of the TFRecord shards the datasets read; a corrupt or
+        truncated one is named in the error.
+
+    Returns:
+      A ``TrainResult``: ``history`` (metric -> per-epoch values), the epochs run in this
+      call (0-based), the best epoch (1-based) and its metrics, the trainable parameter
+      count and the training rows seen. ``artifacts`` is empty: the caller saves the model
+      (``model_io.save_trained``).
+
+    Raises:
+      ConfigError: ``training_cfg.monitor`` names no logged metric.
+      ValueError: ``steps_per_epoch`` < 1.
+      InputError: a corrupt or truncated shard of ``shard_patterns``.
     """
-    t = cfg.training
-    model_cfg = model_cfg or cfg.model
-    tasks = tasks or cfg.data.tasks
-    task_names = [x.name for x in tasks]
-    feature_info = feature_info or model_io.load_feature_info(run_dir)
+    t = training_cfg
+    task_names = list(tasks or model.task_names)
     epochs = epochs or t.epochs
-    model_dir = run_dir.model_dir(role) if (save or backup) else None
+    fit_steps = steps_per_epoch or t.steps_per_epoch
+    if fit_steps is not None and fit_steps < 1:
+        raise ValueError(f"`steps_per_epoch` must be >= 1. Received: steps_per_epoch={fit_steps}")
+    cbs = make_callbacks(model_dir, t, task_names, name, epochs, backup=backup) + list(callbacks)
     keras.utils.set_random_seed(t.seed)
-    if train_ds is None:
-        n_train = count_examples(run_dir.split_pattern("train"))
-        train_ds = make_dataset(run_dir.split_pattern("train"), feature_info, t.batch_size, shuffle=True,
-                                shuffle_buffer=t.shuffle_buffer, seed=t.seed, repeat=t.steps_per_epoch is not None)
+    passes = fit_steps is None  # an epoch is one pass over train_ds
+    if not passes:
+        steps = fit_steps
+    elif train_rows:
+        steps = math.ceil(train_rows / t.batch_size)
     else:
-        n_train = None
-    if val_ds is None:
-        val_ds = make_dataset(run_dir.split_pattern("validation"), feature_info, t.batch_size)
-    steps = t.steps_per_epoch or (math.ceil(n_train / t.batch_size) if n_train else None)
-    if steps is None:
         steps = _num_batches(train_ds)
-    fit_steps, val_steps = t.steps_per_epoch, None
-    if t.steps_per_execution > 1 and fit_steps is None:
+    val_steps = None
+    if t.steps_per_execution > 1 and passes:
         # Several steps per call need known epoch lengths: one epoch = `steps` batches of the
-        # repeated split (reshuffled on each pass), validation = all its batches.
+        # repeated data (reshuffled on each pass), validation = all its batches.
         train_ds, fit_steps, val_steps = train_ds.repeat(), steps, _num_batches(val_ds)
     model.compile(optimizer=make_optimizer(t, steps), steps_per_execution=t.steps_per_execution)
     # Per-batch logs under a distribution strategy: the first replica's metrics (the default,
     # "sum", adds the workers' AUCs). Epoch logs are read across all replicas either way.
     model.distribute_reduction_method = "first"
-    cbs = make_callbacks(model_dir, t, task_names, role, epochs, backup=backup) + list(callbacks)
-    log.info("%s: training %d epochs of %d steps (batch %d), %d parameters", role, epochs, steps, t.batch_size,
+    log.info("%s: training %d epochs of %d steps (batch %d), %d parameters", name, epochs, steps, t.batch_size,
              count_params(model))
     try:
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=fit_steps,
                          validation_steps=val_steps, callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
     except tf.errors.DataLossError as e:  # name the corrupt or truncated shard
+        if not shard_patterns:
+            raise
         from core.artifact_checks import shard_error
 
-        raise shard_error([run_dir.split_pattern("train"), run_dir.split_pattern("validation")], e) from None
-    per_epoch = steps * t.batch_size if (t.steps_per_epoch or not n_train) else n_train
-    result = _result(hist, cbs, model, per_epoch)
-    if save:
-        result.artifacts = model_io.save_trained(run_dir, role, model, model_cfg, feature_info, tasks,
-                                                 cfg.data.funnel, result)
-    return result
+        raise shard_error(list(shard_patterns), e) from None
+    per_epoch = train_rows if (passes and train_rows) else steps * t.batch_size
+    return _result(hist, cbs, model, per_epoch)
 
 
 def _num_batches(ds: tf.data.Dataset) -> int:

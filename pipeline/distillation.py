@@ -20,15 +20,13 @@ import logging
 import math
 import os
 
-import tensorflow as tf
-
 from models import model_io
 from models.builder import build_ranker
 from models.distillation import DistilledRanker
-from models.distillation_losses import teacher_logit_key
+from core import feature_specs
 from models.distribute import get_strategy
 from models.evaluation import evaluate_predictions, predict_split
-from models.inputs import list_shards, transformed_feature_spec
+from models.inputs import list_shards, make_dataset
 from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
@@ -48,8 +46,7 @@ def teacher_handler(cfg, run_dir) -> TeacherModelHandler:
     model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir, TEACHER)
     child = esmm_child(model_cfg, funnel)
     outputs = {t.name: logit_key(CTCVR) if t.name == child else logit_key(t.name) for t in tasks}
-    dtypes = {n: "int64" for n in info.categorical}
-    dtypes.update({n: "float32" for n in info.numeric})
+    dtypes = feature_specs.model_input_dtypes(info)
     return TeacherModelHandler(model_io.serving_model_dir(run_dir, TEACHER), dtypes, outputs,
                                batch_size=cfg.distill.score_batch_size)
 
@@ -70,19 +67,9 @@ def score_with_teacher(cfg, run_dir) -> dict:
     return counts
 
 
-def scored_dataset(split: str, run_dir, info, tasks, batch_size: int, *, shuffle=False, seed=None,
-                   repeat=False, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
-    """Batches of the scored examples: the transformed features plus ``teacher_logit_<task>``."""
-    files = list_shards(os.path.join(run_dir.scores_dir, f"{split}-*.tfrecord.gz"))
-    spec = transformed_feature_spec(info)
-    spec.update({teacher_logit_key(t.name): tf.io.FixedLenFeature([], tf.float32) for t in tasks})
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=min(4, len(files)))
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def scores_pattern(run_dir, split: str) -> str:
+    """Glob of the scored shards of ``split`` (the teacher-scoring job's output)."""
+    return os.path.join(run_dir.scores_dir, f"{split}-*.tfrecord.gz")
 
 
 def load_frozen_teacher(run_dir):
@@ -107,21 +94,28 @@ class _Trainer:
         self.steps = cfg.training.steps_per_epoch or max(1, math.ceil(n_train / cfg.training.batch_size))
 
     def train(self, mode: str, seed: int, save: bool, align: bool):
-        t = dataclasses.replace(self.cfg.training, seed=int(seed), steps_per_epoch=self.steps)
-        cfg = dataclasses.replace(self.cfg, training=t)
-        d = cfg.distill
+        """Trains one student; with ``save``, writes it to ``student/`` (resuming from its backup)."""
+        t = dataclasses.replace(self.cfg.training, seed=int(seed))
+        d = self.cfg.distill
         kwargs = dict(mode=mode, alpha=d.alpha, temperature=d.temperature)
         if align and d.feature_alignment_weight > 0:
             kwargs.update(teacher=self.teacher, alignment_weight=d.feature_alignment_weight)
         with get_strategy(t.distribute).scope():
-            model = build_ranker(d.student, self.info, self.tasks, cfg.data.funnel, seed=seed, cls=DistilledRanker,
-                                 **kwargs)
-        train_ds = scored_dataset("train", self.run_dir, self.info, self.tasks, t.batch_size, shuffle=True,
-                                  seed=seed, repeat=True, shuffle_buffer=t.shuffle_buffer)
-        val_ds = scored_dataset("validation", self.run_dir, self.info, self.tasks, t.batch_size)
+            model = build_ranker(d.student, self.info, self.tasks, self.cfg.data.funnel, seed=seed,
+                                 cls=DistilledRanker, **kwargs)
+        names = [x.name for x in self.tasks]
+        train_scores, val_scores = scores_pattern(self.run_dir, "train"), scores_pattern(self.run_dir, "validation")
+        train_ds = make_dataset(train_scores, self.info, t.batch_size, teacher_logits=names, shuffle=True,
+                                shuffle_buffer=t.shuffle_buffer, seed=seed, repeat=True)
+        val_ds = make_dataset(val_scores, self.info, t.batch_size, teacher_logits=names)
         log.info("student: mode=%s seed=%d (%s)", mode, seed, "saved as the student" if save else "for the table")
-        result = train_model(cfg, self.run_dir, STUDENT, model, model_cfg=d.student, feature_info=self.info,
-                             tasks=self.tasks, train_ds=train_ds, val_ds=val_ds, backup=save, save=save)
+        model_dir = self.run_dir.model_dir(STUDENT) if save else None
+        result = train_model(model, train_ds, val_ds, t, model_dir, tasks=names, steps_per_epoch=self.steps,
+                             backup=save, name=STUDENT, shard_patterns=[train_scores, val_scores])
+        if save:
+            result.artifacts = model_io.save_trained(model_dir, model, result, role=STUDENT, model_cfg=d.student,
+                                                     feature_info=self.info, tasks=self.tasks,
+                                                     funnel=self.cfg.data.funnel)
         return model, result
 
     def evaluate(self, serving_model, model_cfg) -> dict:
@@ -142,7 +136,7 @@ def _modes(cfg) -> list[tuple[str, str]]:
 
 def _size_and_speed(run_dir, info, teacher_model, student_model, rows: list) -> tuple[dict, dict, dict]:
     """Parameters and median latencies (batch 1 and batch ``BATCH``) of the serving models, per table row."""
-    batch = next(iter(scored_dataset("validation", run_dir, info, [], distill_report.BATCH)))
+    batch = next(iter(make_dataset(run_dir.split_pattern("validation"), info, distill_report.BATCH)))
     models_ = {TEACHER: teacher_model, STUDENT: student_model}
     lat1 = distill_report.latency_ms(models_, {n: batch[n][:1] for n in info.model_inputs})
     latb = distill_report.latency_ms(models_, {n: batch[n] for n in info.model_inputs})

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from models.distillation_losses import teacher_logit_key
+from core import feature_specs
 
 log = logging.getLogger("pipeline.stages.distill")
 
@@ -40,7 +40,7 @@ class _TeacherScorer:
         import tf_keras as keras
 
         self._model = keras.models.load_model(model_path, compile=False)
-        spec = {name: tf.io.FixedLenFeature([], tf.as_dtype(dtype)) for name, dtype in feature_dtypes.items()}
+        spec = feature_specs.model_input_spec(feature_dtypes)
         output_keys = dict(outputs)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -133,8 +133,6 @@ class _AddTeacherLogits(beam.DoFn):
         self._dead = beam.metrics.Metrics.counter(NAMESPACE, "rows_dead_letter")
 
     def process(self, result: PredictionResult):
-        from tensorflow.core.example import example_pb2
-
         if result.inference is None:
             self._dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, {
@@ -142,11 +140,9 @@ class _AddTeacherLogits(beam.DoFn):
                 "record_base64": base64.b64encode(result.example).decode("ascii"),
             })
             return
-        example = example_pb2.Example.FromString(result.example)
-        for task, logit in result.inference.items():
-            example.features.feature[teacher_logit_key(task)].float_list.value[:] = [logit]
+        scored = feature_specs.add_teacher_logits(result.example, result.inference)
         self._scored.inc()
-        yield example.SerializeToString()
+        yield scored
 
 
 class ScoreWithTeacher(beam.PTransform):

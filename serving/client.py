@@ -169,14 +169,15 @@ def _run_rows(run_dir: str, rows: int) -> tuple:
 
     from core.config import config_from_dict
     from core.run_dir import RunDir
-    from serving.raw_examples import read_split, to_example
+    from core.feature_specs import encode_raw_example
+    from serving.raw_examples import read_split
 
     rd = RunDir(run_dir)
     with open(rd.require(rd.config_file, "run"), encoding="utf-8") as f:
         cfg = config_from_dict(yaml.safe_load(f))
     pattern, fmt = rd.raw_input(cfg)
     records = read_split(cfg, pattern, fmt, "validation", rows)
-    return cfg, records, [to_example(cfg, r["features"]) for r in records]
+    return cfg, records, [encode_raw_example(cfg, r["features"]) for r in records]
 
 
 def main(argv=None) -> int:

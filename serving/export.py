@@ -18,11 +18,12 @@ import types
 import tensorflow as tf
 
 from core.errors import ExportError
-from core.features import FeatureInfo, serving_feature_spec
+from core.feature_specs import encode_raw_example, serving_feature_spec
+from core.features import FeatureInfo
 from core.run_dir import RunDir, read_json, write_json_atomic
 from serving import versions
 from serving.gate import run_gate
-from serving.raw_examples import read_split, to_example
+from serving.raw_examples import read_split
 from serving.signatures import ServingModule, save_serving_module
 from serving.warmup import write_warmup
 
@@ -86,7 +87,7 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
         save_serving_module(module, build)
         warm = read_split(cfg, pattern, fmt, "validation", cfg.export.warmup_examples)
         if cfg.export.warmup_examples:
-            write_warmup(build, [to_example(cfg, r["features"]) for r in warm], name)
+            write_warmup(build, [encode_raw_example(cfg, r["features"]) for r in warm], name)
         test = read_split(cfg, pattern, fmt, "test", METRIC_ROWS)
         tfrecords = read_tfrecords(run_dir.split_pattern("test"), tft_output.transformed_feature_spec(), METRIC_ROWS)
         prev_version, prev_metrics = versions.published_metrics(model_dir)

@@ -31,7 +31,8 @@ import tensorflow as tf
 
 from core import features
 from core.errors import GateFailedError
-from serving.raw_examples import to_columns, to_example
+from core.feature_specs import encode_raw_example
+from serving.raw_examples import to_columns
 from serving.session_model import SessionModel
 from serving.warmup import WarmupError, replay_warmup
 
@@ -98,7 +99,7 @@ def check_skew(cfg, model: SessionModel, tft_layer, keras_model, info: features.
     if not records:
         _fail("skew", "no valid raw test rows to compare")
     keys = [k for k in model.signatures["serving_default"].outputs]
-    served = predict_examples(model, [to_example(cfg, r["features"]) for r in records])
+    served = predict_examples(model, [encode_raw_example(cfg, r["features"]) for r in records])
     transformed = _python_transform(cfg, tft_layer, records)
     trained = _keras_outputs(keras_model, transformed, info.model_inputs, keys)
     diff = _max_diff(served, trained, keys)
@@ -157,7 +158,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 def compute_metrics(cfg, model: SessionModel, records: list[dict], eval_keys: dict) -> dict:
     """Per-task AUC on labelled raw records through ``serving_default``; task -> {auc, rows, output}."""
-    served = predict_examples(model, [to_example(cfg, r["features"]) for r in records])
+    served = predict_examples(model, [encode_raw_example(cfg, r["features"]) for r in records])
     out = {}
     for t in cfg.data.tasks:
         key = eval_keys[t.name]

@@ -5,8 +5,8 @@ file, test rows for the gate's metrics and skew checks. ``read_split`` reuses th
 preprocessing engineer's decoders (``core.raw_formats``), record checks
 (``pipeline.preprocess.validation.RecordSchema``) and split assignment (``pipeline.preprocess.split``), so it
 yields exactly the records preprocessing put into that split, in file order.
-``to_example`` turns a typed record into the raw ``tf.Example`` a serving client sends
-(features only, parsed by ``core.features.serving_feature_spec``).
+``core.feature_specs.encode_raw_example`` turns a typed record into the raw ``tf.Example``
+a serving client sends (features only, parsed by ``core.feature_specs.serving_feature_spec``).
 """
 from __future__ import annotations
 
@@ -59,18 +59,6 @@ def read_split(cfg, pattern: str, fmt: str, split: str, limit: int) -> list[dict
             break
     log.info("read %d %s records from %s (%d invalid skipped)", len(out), split, pattern, skipped)
     return out
-
-
-def to_example(cfg, typed: dict) -> bytes:
-    """The serialized raw ``tf.Example`` of a typed record: feature columns only."""
-    from tensorflow.core.example import example_pb2, feature_pb2
-
-    feats = {}
-    for c in cfg.data.categorical:
-        feats[c] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[str(typed[c]).encode("utf-8")]))
-    for c in cfg.data.numeric:
-        feats[c] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(typed[c])]))
-    return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
 
 
 def to_columns(cfg, records: list[dict]) -> dict:

@@ -25,6 +25,8 @@ import os
 
 import tensorflow as tf
 
+from core.feature_specs import dummy_batch
+
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -45,7 +47,7 @@ class ServingModule(tf.Module):
     Args:
       tft_layer: ``TFTransformOutput.transform_features_layer()``.
       keras_model: the serving model: dict of ``model_inputs`` -> dict of outputs.
-      feature_spec: raw ``tf.io`` parsing spec (``core.features.serving_feature_spec``).
+      feature_spec: raw ``tf.io`` parsing spec (``core.feature_specs.serving_feature_spec``).
       model_inputs: transformed feature names the model reads.
       classification_task: task whose probability the classify/regress signatures return.
     """
@@ -57,7 +59,8 @@ class ServingModule(tf.Module):
         self._feature_spec = dict(feature_spec)
         self._model_inputs = list(model_inputs)
         self._outputs = None
-        self._outputs = probability_outputs(self._predict(_dummy_batch(self._feature_spec)).keys())
+        # One raw row of defaults ('' / 0) traces the chain and gives the output names.
+        self._outputs = probability_outputs(self._predict(dummy_batch(self._feature_spec, 1)).keys())
         key = f"{classification_task}{PROBABILITY_SUFFIX}"
         if key not in self._outputs:
             raise ValueError(f"classification_task {classification_task!r}: the model has no output {key!r}. "
@@ -110,11 +113,6 @@ class ServingModule(tf.Module):
             "classification": classification.get_concrete_function(),
             "regression": regression.get_concrete_function(),
         }
-
-
-def _dummy_batch(feature_spec: dict) -> dict:
-    """One raw row of defaults ('' / 0.0), to trace the chain and learn the output names."""
-    return {k: tf.constant([""] if v.dtype == tf.string else [0], dtype=v.dtype) for k, v in feature_spec.items()}
 
 
 def save_serving_module(module: ServingModule, export_dir: str) -> None:

@@ -144,18 +144,6 @@ def feature_info_from_output(cfg, transform_output_dir: str) -> features.Feature
     )
 
 
-def feature_spec_to_json(spec: dict) -> dict:
-    """A ``tf.io`` FixedLenFeature spec as JSON: name -> {dtype, shape, default_value?}."""
-    out = {}
-    for name, f in spec.items():
-        entry = {"dtype": f.dtype.name, "shape": list(f.shape)}
-        if f.default_value is not None:
-            d = f.default_value
-            entry["default_value"] = d.decode() if isinstance(d, bytes) else d
-        out[name] = entry
-    return out
-
-
 def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dict:
     """Runs the pipeline into ``root`` and writes feature info, raw spec and stats there."""
     layout = PreprocessLayout(run_dir, root)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tf_example_record
 
-from pipeline.preprocess.transform import raw_tft_feature_spec
+from core.feature_specs import raw_tft_feature_spec
 
 _BATCH_MIN, _BATCH_MAX = 256, 4096
 

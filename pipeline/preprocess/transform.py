@@ -1,6 +1,7 @@
 """The TF Transform ``preprocessing_fn``: the graph that runs in preprocessing and in the served model.
 
-Outputs (names and dtypes per ``pipeline/features.py``; every output a scalar per example):
+Inputs are the typed records of ``core.feature_specs.raw_tft_feature_spec``; outputs (names
+and dtypes per ``core.feature_specs.transformed_feature_spec``; every output a scalar per example):
 
   * categorical ``c``: ``tft.compute_and_apply_vocabulary`` over the training split with
     ``vocab.min_count`` (frequency threshold), ``vocab.top_k`` and ``vocab.oov_buckets``;
@@ -26,22 +27,6 @@ from core.features import BUCKET_SUFFIX, GROUP_KEY, MISSING_CATEGORY, WEIGHT_KEY
 
 MISSING_TOKEN = "__MISSING__"
 _GROUP_BUCKETS = 2**62
-
-
-def raw_tft_feature_spec(cfg) -> dict:
-    """Feature spec of the typed records TFT analyses: raw column name -> ``FixedLenFeature([])``."""
-    d = cfg.data
-    spec = {c: tf.io.FixedLenFeature([], tf.string) for c in d.categorical}
-    spec.update({c: tf.io.FixedLenFeature([], tf.float32) for c in d.numeric})
-    for t in d.tasks:
-        spec[t.label] = tf.io.FixedLenFeature([], tf.float32)
-    if d.weight_column:
-        spec[d.weight_column] = tf.io.FixedLenFeature([], tf.float32)
-    if d.group_column and d.group_column not in spec:
-        spec[d.group_column] = tf.io.FixedLenFeature([], tf.string)
-    for c in d.passthrough:
-        spec.setdefault(c, tf.io.FixedLenFeature([], tf.float32))
-    return spec
 
 
 def vocabulary_name(column: str) -> str:

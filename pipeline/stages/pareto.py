@@ -44,7 +44,7 @@ def run(cfg, run_dir, opts) -> StageResult:
 
     tasks = [t.name for t in check_study(cfg)]
     info = model_io.load_feature_info(run_dir)
-    rows = run_grid(cfg, run_dir, info)
+    rows = run_grid(cfg, info, {s: run_dir.split_pattern(s) for s in ("train", "validation", "test")})
     p = cfg.pareto
     summary = summarize(rows, p.reference_point)
     out_dir = run_dir.path("pareto")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from core import features
+from core import feature_specs
 from core.run_dir import RunDir, atomic_dir, write_json_atomic
 from core.splits import SPLITS
 from pipeline.stages.base import StageResult, add_beam_arguments, stage
@@ -15,7 +15,7 @@ from pipeline.stages.base import StageResult, add_beam_arguments, stage
 def run(cfg, run_dir: RunDir, opts) -> StageResult:
     """``python -m pipeline preprocess``: see ``pipeline/preprocess/job.py``."""
     from pipeline.preprocess import stats as preprocess_stats
-    from pipeline.preprocess.job import PreprocessLayout, feature_info_from_output, feature_spec_to_json, run_pipeline
+    from pipeline.preprocess.job import PreprocessLayout, feature_info_from_output, run_pipeline
 
     pattern, fmt = run_dir.raw_input(cfg)
     with atomic_dir(run_dir.preprocess_dir) as root:
@@ -29,7 +29,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
             raise
         info = feature_info_from_output(cfg, layout.transform_output)
         write_json_atomic(layout.feature_info, info.to_dict())
-        write_json_atomic(layout.raw_feature_spec, feature_spec_to_json(features.serving_feature_spec(cfg)))
+        write_json_atomic(layout.raw_feature_spec, feature_specs.feature_spec_to_json(feature_specs.serving_feature_spec(cfg)))
     if os.path.isdir(run_dir.rejected_dir):
         shutil.rmtree(run_dir.rejected_dir, ignore_errors=True)
     plot = preprocess_stats.plot_counts(stats, os.path.join(run_dir.plots_dir, "preprocess_counts.png"))

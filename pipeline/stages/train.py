@@ -10,18 +10,32 @@ ROLE = "teacher"
 
 def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     """Builds a ranker from ``model_cfg`` (default ``cfg.model``) under the configured
-    strategy, trains it and returns the stage result."""
+    strategy, trains it on the train split (validating on the validation split), saves it
+    into ``run_dir.model_dir(role)`` and returns the stage result."""
     from models import model_io, multi_worker, plots
     from models.builder import build_ranker
     from models.distribute import get_strategy
+    from models.inputs import count_examples, make_dataset
     from models.training import train_model
 
     model_cfg = model_cfg or cfg.model
+    t = cfg.training
     run_dir.require(run_dir.feature_info_file, "preprocess")
     info = model_io.load_feature_info(run_dir)
-    with get_strategy(cfg.training.distribute).scope():
-        model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=cfg.training.seed)
-    result = train_model(cfg, run_dir, role, model, model_cfg=model_cfg, feature_info=info)
+    with get_strategy(t.distribute).scope():
+        model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=t.seed)
+    train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
+    fixed_steps = t.steps_per_epoch is not None  # else an epoch is one pass over the split
+    train_ds = make_dataset(train_split, info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
+                            seed=t.seed, repeat=fixed_steps)
+    val_ds = make_dataset(val_split, info, t.batch_size)
+    model_dir = run_dir.model_dir(role)
+    result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names,
+                         train_rows=None if fixed_steps else count_examples(train_split), name=role,
+                         shard_patterns=[train_split, val_split])
+    # Every worker saves (the save may run collective ops); only the chief's copy is kept.
+    result.artifacts = model_io.save_trained(model_dir, model, result, role=role, model_cfg=model_cfg,
+                                             feature_info=info, tasks=cfg.data.tasks, funnel=cfg.data.funnel)
     if not multi_worker.is_chief():  # the chief writes the artifacts, plot and report
         kind, index = multi_worker.task()
         return StageResult(rows=result.rows, metrics={"epochs_run": len(result.epochs), "params": result.params}, message=f"{role}: {kind} {index} done; the chief wrote the artifacts", record=False)

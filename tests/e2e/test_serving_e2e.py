@@ -15,7 +15,8 @@ from serving import versions
 @pytest.mark.slow
 def test_pipeline_export_serve_predict(tiny_config, tmp_path, capsys):
     from serving.client import GrpcClient
-    from serving.raw_examples import read_split, to_example
+    from core.feature_specs import encode_raw_example
+    from serving.raw_examples import read_split
     from serving.server import ModelServer
 
     cfg = tiny_config
@@ -34,7 +35,7 @@ def test_pipeline_export_serve_predict(tiny_config, tmp_path, capsys):
     try:
         assert server.store.wait_for_version("ranker", 1, 60)
         rows = read_split(cfg, *run_dir.raw_input(cfg), "test", 4)
-        examples = [to_example(cfg, r["features"]) for r in rows]
+        examples = [encode_raw_example(cfg, r["features"]) for r in rows]
         rest = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/ranker:predict",
                              json={"instances": [{"b64": base64.b64encode(e).decode()} for e in examples]}).json()
         grpc_out = GrpcClient(f"127.0.0.1:{server.grpc_port}", "ranker").predict_examples(examples)

@@ -16,7 +16,7 @@ def test_generate_preprocess_train_evaluate(tiny_config, tmp_path):
     summary = json.load(open(run_dir.summary_file))
     assert all(summary["stages"][s]["status"] == "ok" for s in ("generate", "preprocess", "train", "evaluate"))
     train = summary["stages"]["train"]
-    assert train.rows > 0 and train.metrics["params"] > 0
+    assert train["rows"] > 0 and train["metrics"]["params"] > 0
     teacher = summary["models"]["teacher"]
     for task in ("click", "conversion"):
         m = teacher[task]

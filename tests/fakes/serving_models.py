@@ -18,7 +18,8 @@ import pandas as pd
 
 from core.config import load_config
 from tests.conftest import REPO
-from core.features import FeatureInfo, label_key, serving_feature_spec
+from core.feature_specs import serving_feature_spec
+from core.features import FeatureInfo, label_key
 from core.run_dir import RunDir, write_json_atomic
 
 CATEGORICAL = ["user_id", "item_id", "item_category", "device", "hour"]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.builder import build_ranker, dummy_batch
+from core.feature_specs import dummy_batch
+from models.builder import build_ranker
 from models.distillation import DistilledRanker
 from models.distillation_losses import distillation_loss
 from core.config import ModelConfig

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core.errors import InputError
-from serving.raw_examples import to_example
+from core.feature_specs import encode_raw_example
 from serving.session_model import SessionModel
 from tests.fakes.serving_models import serving_config
 from pipeline.stages.predict import run as run_predict
@@ -44,7 +44,7 @@ def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg
         first = raw.iloc[0]
         feats = {c: str(first[c]) for c in beam_cfg.data.categorical}
         feats.update({c: float(first[c]) for c in beam_cfg.data.numeric})
-        p = model.run("serving_default", {"examples": [to_example(beam_cfg, feats)]})["click_probability"][0]
+        p = model.run("serving_default", {"examples": [encode_raw_example(beam_cfg, feats)]})["click_probability"][0]
     finally:
         model.close()
     assert by_id[first["impression_id"]]["click_probability"] == pytest.approx(float(p), abs=1e-6)

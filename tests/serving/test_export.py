@@ -76,11 +76,12 @@ def test_signatures_with_saved_model_cli(fake_run):
 
 def test_classification_scores_match_probability(fake_run):
     from serving.gate import predict_examples
-    from serving.raw_examples import read_split, to_example
+    from core.feature_specs import encode_raw_example
+    from serving.raw_examples import read_split
 
     cfg = fake_run.cfg
     rows = read_split(cfg, *fake_run.run_dir.raw_input(cfg), "test", 5)
-    examples = [to_example(cfg, r["features"]) for r in rows]
+    examples = [encode_raw_example(cfg, r["features"]) for r in rows]
     model = SessionModel(os.path.join(fake_run.model_dir, "1"))
     try:
         p = predict_examples(model, examples)["click_probability"]

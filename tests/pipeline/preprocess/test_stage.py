@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from core import features
+from core import feature_specs, features
 from pipeline.cli import main
 from core.errors import DataValidationError
 from pipeline.stages.preprocess import run as run_preprocess
@@ -94,7 +94,7 @@ def test_saved_transform_reproduces_the_tfrecords(stage, logs):
     _, _, rows = logs
     cfg = fx.files_config("x")
     test_rows = [r for r in rows if assign_split(r["impression_id"], (0.8, 0.1, 0.1)) == 2]
-    serving_spec = features.serving_feature_spec(cfg)
+    serving_spec = feature_specs.serving_feature_spec(cfg)
     serialized = []
     for r in test_rows:
         feats = {c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[c].encode()]))

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models import model_io
+from models.inputs import make_dataset
 from pipeline import distillation as distill
 from core.config import load_config
 from core.run_dir import Summary
@@ -77,11 +78,11 @@ def test_distill_stage_writes_student_scores_and_table(trained_teacher):
 
 
 def test_frozen_teacher_reproduces_the_saved_teacher(trained_teacher):
-    run_dir = trained_teacher
+    run_dir = trained_teacher  # the validation split, not scores/: no other test needs to run first
     teacher = distill.load_frozen_teacher(run_dir)
     saved = model_io.load_serving_model(run_dir, "teacher")
     info = model_io.load_feature_info(run_dir)
-    batch = next(iter(distill.scored_dataset("validation", run_dir, info, [], 32)))
+    batch = next(iter(make_dataset(run_dir.split_pattern("validation"), info, 32)))
     inputs = {n: batch[n] for n in info.model_inputs}
     np.testing.assert_allclose(teacher(inputs)["click_logit"].numpy(), saved(inputs)["click_logit"].numpy(),
                                rtol=1e-5, atol=1e-5)

@@ -25,7 +25,8 @@ def fake(tmp_path):
 
 def _save(cfg, run_dir, info, role, model_cfg):
     model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=5)
-    model_io.save_trained(run_dir, role, model, model_cfg, info, cfg.data.tasks, cfg.data.funnel, TrainResult())
+    model_io.save_trained(run_dir.model_dir(role), model, TrainResult(), role=role, model_cfg=model_cfg,
+                          feature_info=info, tasks=cfg.data.tasks, funnel=cfg.data.funnel)
     return model
 
 

@@ -25,6 +25,16 @@ def fake(tmp_path):
     return cfg, run_dir, info
 
 
+def _fit(cfg, run_dir, info, model, model_dir=None, **kwargs):
+    """``train_model`` on the run's train/validation splits, as the train stage feeds it."""
+    t = cfg.training
+    train = make_dataset(run_dir.split_pattern("train"), info, t.batch_size, shuffle=True,
+                         shuffle_buffer=t.shuffle_buffer, seed=t.seed, repeat=t.steps_per_epoch is not None)
+    val = make_dataset(run_dir.split_pattern("validation"), info, t.batch_size)
+    rows = None if t.steps_per_epoch else count_examples(run_dir.split_pattern("train"))
+    return train_model(model, train, val, t, model_dir, train_rows=rows, name="teacher", **kwargs)
+
+
 class EpochRecorder(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -63,7 +73,7 @@ def test_killed_run_resumes_from_backup_at_the_interrupted_epoch(fake):
 
     def fit(extra):
         model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
-        return train_model(cfg, run_dir, "teacher", model, feature_info=info, epochs=3, callbacks=extra, save=False)
+        return _fit(cfg, run_dir, info, model, run_dir.model_dir("teacher"), epochs=3, callbacks=extra)
 
     first = EpochRecorder()
     with pytest.raises(KeyboardInterrupt):
@@ -84,8 +94,7 @@ def test_training_is_repeatable_with_a_seed(fake):
     weights = []
     for _ in range(2):
         model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=3)
-        train_model(cfg, run_dir, "teacher", model, feature_info=info, train_ds=ds(), val_ds=ds(), epochs=1,
-                    backup=False, save=False)
+        train_model(model, ds(), ds(), cfg.training, None, epochs=1)
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -96,7 +105,7 @@ def test_unknown_monitor_is_a_config_error(fake):
     cfg.training.monitor = "val_accuracy"
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
     with pytest.raises(ConfigError, match="training.monitor"):
-        train_model(cfg, run_dir, "teacher", model, feature_info=info, save=False, backup=False)
+        _fit(cfg, run_dir, info, model)
 
 
 @pytest.mark.slow
@@ -107,7 +116,7 @@ def test_several_steps_per_execution_keep_epochs_and_validation_whole(fake):
     cfg.training.steps_per_execution = 4
     cfg.training.early_stopping_patience = 5
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
-    result = train_model(cfg, run_dir, "teacher", model, feature_info=info, epochs=2, save=False, backup=False)
+    result = _fit(cfg, run_dir, info, model, epochs=2)
     steps = math.ceil(count_examples(run_dir.split_pattern("train")) / cfg.training.batch_size)
     assert result.epochs == [0, 1]
     assert int(model.optimizer.iterations.numpy()) == 2 * steps
