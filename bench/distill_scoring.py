@@ -58,8 +58,8 @@ def _student(cfg, run_dir: RunDir, info):
     from models import model_io
     from models.builder import build_ranker
 
-    if "student" in model_io.trained_roles(run_dir):
-        return model_io.load_serving_model(run_dir, "student"), "trained"
+    if model_io.has_serving_model(run_dir.model_dir("student")):
+        return model_io.load_serving_model(run_dir.model_dir("student"), run_dir.role_stage("student")), "trained"
     ranker = build_ranker(cfg.distill.student, info, cfg.data.tasks, cfg.data.funnel, seed=1)
     return ranker.serving_model(), "untrained (same architecture)"
 
@@ -82,9 +82,9 @@ def latency(cfg, run_dir: RunDir, batch_size: int, repeats: int) -> dict:
     from models import model_io
     from models.inputs import features_only, make_dataset
 
-    info = model_io.load_feature_info(run_dir)
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     rows = features_only(next(iter(make_dataset(run_dir.split_pattern("test"), info, batch_size))), info)
-    teacher = model_io.load_serving_model(run_dir, "teacher")
+    teacher = model_io.load_serving_model(run_dir.model_dir("teacher"), run_dir.role_stage("teacher"))
     student, student_kind = _student(cfg, run_dir, info)
     out = {"student": student_kind, "params": {}}
     for role, model in (("teacher", teacher), ("student", student)):

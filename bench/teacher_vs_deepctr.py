@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     from core.run_dir import RunDir, write_json_atomic
 
     cfg, run_dir = load_config(args.config), RunDir(args.run_dir)
-    info = load_feature_info(run_dir)
+    info = load_feature_info(run_dir.feature_info_file)
     reimplement = args.reimplement or not os.path.exists(args.peer_python)
     python = sys.executable if reimplement else args.peer_python
     label = "re-implementation of DeepCTR" if reimplement else "DeepCTR"

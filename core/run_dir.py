@@ -94,6 +94,10 @@ def atomic_dir(final: str) -> Iterator[str]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# The stage that writes each role's model directory (``RunDir.model_dir(role)``).
+ROLE_STAGES = {"teacher": "train", "student": "distill"}
+
+
 class RunDir:
     """Names every artifact of one pipeline run under ``root``."""
 
@@ -170,6 +174,11 @@ class RunDir:
         return self.path("preprocess_rejected")
 
     # --- train / distill
+    @staticmethod
+    def role_stage(role: str) -> str:
+        """The stage that writes a role's model directory ('teacher': train, 'student': distill)."""
+        return ROLE_STAGES[role]
+
     def model_dir(self, role: str) -> str:
         """``role`` is 'teacher' or 'student'; holds saved_model/, backup/, logs/, metrics.json."""
         return self.path(role)

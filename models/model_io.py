@@ -24,14 +24,21 @@ MODEL_CONFIG = "model_config.json"
 METRICS = "metrics.json"
 
 
-def serving_model_dir(run_dir, role: str) -> str:
-    return os.path.join(run_dir.model_dir(role), SERVING_MODEL)
+def serving_model_dir(model_dir: str) -> str:
+    """``<model_dir>/serving_model``."""
+    return os.path.join(model_dir, SERVING_MODEL)
 
 
-def load_feature_info(run_dir) -> FeatureInfo:
-    """FeatureInfo from the preprocess stage's feature_info.json."""
-    run_dir.require(run_dir.feature_info_file, "preprocess")
-    return FeatureInfo.from_dict(read_json(run_dir.feature_info_file, "feature_info.json"))
+def has_serving_model(model_dir: str) -> bool:
+    """Whether ``model_dir`` holds a saved serving model."""
+    return os.path.isdir(serving_model_dir(model_dir))
+
+
+def load_feature_info(path: str, stage: str = "preprocess") -> FeatureInfo:
+    """FeatureInfo from a ``feature_info.json``; ``InputError`` naming ``stage`` when it is missing."""
+    if not os.path.exists(path):
+        raise InputError(f"{path} not found; run `python -m pipeline {stage}` for this run directory first")
+    return FeatureInfo.from_dict(read_json(path, "feature_info.json"))
 
 
 def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature_info, tasks, funnel=None) -> dict:
@@ -78,16 +85,14 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
             "metrics": os.path.join(model_dir, METRICS), "logs": os.path.join(model_dir, "logs")}
 
 
-def trained_roles(run_dir, roles=("teacher", "student")) -> list[str]:
-    """The roles that have a saved serving model, in order."""
-    return [r for r in roles if os.path.isdir(serving_model_dir(run_dir, r))]
+def load_model_config(model_dir: str, stage: str):
+    """(ModelConfig, [TaskConfig], FunnelConfig | None, FeatureInfo) saved with the model in ``model_dir``.
 
-
-def load_model_config(run_dir, role: str):
-    """(ModelConfig, [TaskConfig], FunnelConfig | None, FeatureInfo) saved with a role's model."""
-    path = os.path.join(run_dir.model_dir(role), MODEL_CONFIG)
-    run_dir.require(path, "train" if role == "teacher" else "distill")
-    d = read_json(path, f"{role} model_config.json")
+    ``InputError`` naming ``stage`` (the stage that writes it) when it is missing or malformed."""
+    path = os.path.join(model_dir, MODEL_CONFIG)
+    if not os.path.exists(path):
+        raise InputError(f"{path} not found; run `python -m pipeline {stage}` for this run directory first")
+    d = read_json(path, "model_config.json")
     try:
         model_cfg = config_module._build(ModelConfig, d["model"], "model")
         tasks = [TaskConfig(**t) for t in d["tasks"]]
@@ -98,8 +103,8 @@ def load_model_config(run_dir, role: str):
     return model_cfg, tasks, funnel, info
 
 
-def load_serving_model(run_dir, role: str) -> keras.Model:
-    """The role's serving model (dict in -> dict of logits/probabilities out)."""
-    path = serving_model_dir(run_dir, role)
-    artifact_checks.require_saved_model(path, "train" if role == "teacher" else "distill")
+def load_serving_model(model_dir: str, stage: str) -> keras.Model:
+    """The serving model in ``model_dir`` (dict in -> dict of logits/probabilities out); ``stage`` writes it."""
+    path = serving_model_dir(model_dir)
+    artifact_checks.require_saved_model(path, stage)
     return keras.models.load_model(path, compile=False)

@@ -43,11 +43,11 @@ KD_ROW, NOKD_ROW = "student_kd", "student_no_kd"
 
 def teacher_handler(cfg, run_dir) -> TeacherModelHandler:
     """The scoring job's model handler for the trained teacher of ``run_dir``."""
-    model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir, TEACHER)
+    model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     child = esmm_child(model_cfg, funnel)
     outputs = {t.name: logit_key(CTCVR) if t.name == child else logit_key(t.name) for t in tasks}
     dtypes = feature_specs.model_input_dtypes(info)
-    return TeacherModelHandler(model_io.serving_model_dir(run_dir, TEACHER), dtypes, outputs,
+    return TeacherModelHandler(model_io.serving_model_dir(run_dir.model_dir(TEACHER)), dtypes, outputs,
                                batch_size=cfg.distill.score_batch_size)
 
 
@@ -74,9 +74,9 @@ def scores_pattern(run_dir, split: str) -> str:
 
 def load_frozen_teacher(run_dir):
     """The teacher as a ``MultiTaskRanker`` (for its representations), weights from its serving model."""
-    model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir, TEACHER)
+    model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     teacher = build_ranker(model_cfg, info, tasks, funnel)
-    saved = model_io.load_serving_model(run_dir, TEACHER)
+    saved = model_io.load_serving_model(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     rebuilt = teacher.serving_model()
     for layer in rebuilt.layers:
         if layer.weights:
@@ -150,16 +150,16 @@ def _size_and_speed(run_dir, info, teacher_model, student_model, rows: list) -> 
 
 def distill(cfg, run_dir) -> StageResult:
     """Scores, trains the students, compares them; the ``distill`` stage's result."""
-    run_dir.require(model_io.serving_model_dir(run_dir, TEACHER), "train")
+    run_dir.require(model_io.serving_model_dir(run_dir.model_dir(TEACHER)), "train")
     if not cfg.distill.seeds:
         raise InputError("distill.seeds: at least one seed is required")
-    info = model_io.load_feature_info(run_dir)
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     counts = score_with_teacher(cfg, run_dir)
     teacher = load_frozen_teacher(run_dir) if cfg.distill.feature_alignment_weight > 0 else None
     trainer = _Trainer(cfg, run_dir, info, counts["train"]["rows_scored"], teacher)
 
-    t_cfg, _, _, _ = model_io.load_model_config(run_dir, TEACHER)
-    teacher_model = model_io.load_serving_model(run_dir, TEACHER)
+    t_cfg, _, _, _ = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
+    teacher_model = model_io.load_serving_model(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     runs = {TEACHER: [trainer.evaluate(teacher_model, t_cfg)]}
     saved, rows = None, 0
     for i, seed in enumerate(cfg.distill.seeds):
@@ -173,7 +173,7 @@ def distill(cfg, run_dir) -> StageResult:
                 saved = (serving, result)
             log.info("%s seed %d: %s", row, seed, {t: round(m["auc"], 4) for t, m in runs[row][-1].items()})
 
-    student_model = model_io.load_serving_model(run_dir, STUDENT)
+    student_model = model_io.load_serving_model(run_dir.model_dir(STUDENT), run_dir.role_stage(STUDENT))
     params, latency, latency_batch = _size_and_speed(run_dir, info, teacher_model, student_model, list(runs))
     tasks = cfg.task_names
     table = distill_report.distillation_table(runs, tasks, params, latency, latency_batch)

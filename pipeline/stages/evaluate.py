@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
+from core.config import ROLES
 from core.errors import InputError
 from core.features import label_key
 from pipeline.stages.base import StageResult, stage
@@ -35,14 +36,14 @@ def run(cfg, run_dir, opts) -> StageResult:
     from models.evaluation import evaluate_predictions, predict_split
     from models.outputs import eval_output_key
 
-    roles = model_io.trained_roles(run_dir)
+    roles = [r for r in ROLES if model_io.has_serving_model(run_dir.model_dir(r))]
     if not roles:
         raise InputError(f"no trained model under {run_dir.root}; run `python -m pipeline train` first")
     results, curves = {}, {t: {} for t in cfg.task_names}
     rows = 0
     for role in roles:
-        model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir, role)
-        model = model_io.load_serving_model(run_dir, role)
+        model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir.model_dir(role), run_dir.role_stage(role))
+        model = model_io.load_serving_model(run_dir.model_dir(role), run_dir.role_stage(role))
         arrays = predict_split(model, run_dir.split_pattern("test"), info)
         rows = len(arrays[label_key(tasks[0].name)])
         results[role] = evaluate_predictions(arrays, tasks, model_cfg, funnel, cfg.data.oracle,

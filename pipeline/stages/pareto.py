@@ -43,7 +43,7 @@ def run(cfg, run_dir, opts) -> StageResult:
     from models.pareto_study import check_study, run_grid, summarize, verdict
 
     tasks = [t.name for t in check_study(cfg)]
-    info = model_io.load_feature_info(run_dir)
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     rows = run_grid(cfg, info, {s: run_dir.split_pattern(s) for s in ("train", "validation", "test")})
     p = cfg.pareto
     summary = summarize(rows, p.reference_point)

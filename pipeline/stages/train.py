@@ -21,7 +21,7 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     model_cfg = model_cfg or cfg.model
     t = cfg.training
     run_dir.require(run_dir.feature_info_file, "preprocess")
-    info = model_io.load_feature_info(run_dir)
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     with get_strategy(t.distribute).scope():
         model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=t.seed)
     train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")

@@ -98,7 +98,7 @@ def test_model_directory_without_savedmodel_is_named(exported_run, tmp_path, cap
     from models import model_io
 
     with pytest.raises(InputError, match="no SavedModel"):
-        model_io.load_serving_model(run_dir, "teacher")  # evaluate and distill load through this
+        model_io.load_serving_model(run_dir.model_dir("teacher"), run_dir.role_stage("teacher"))  # evaluate and distill load through this
 
 
 def test_saved_model_check_names_missing_directory(tmp_path):

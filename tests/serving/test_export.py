@@ -115,7 +115,7 @@ def test_esmm_ranker_exports_ctcvr_and_is_gated_on_it(tmp_path):
     cfg = serving_config("model.esmm=true", "model.embedding_dim=4", "model.bottom_units=[8]",
                          "model.tower_units=[4]", "model.cross_layers=0", "export.serve_model=teacher")
     run_dir = build_fake_run(cfg, str(tmp_path / "run"))
-    info = model_io.load_feature_info(run_dir)
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=1)
     model.serving_model().save(os.path.join(run_dir.model_dir("teacher"), "serving_model"))
 

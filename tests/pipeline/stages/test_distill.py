@@ -49,12 +49,12 @@ def test_distill_stage_writes_student_scores_and_table(trained_teacher):
         assert result.metrics["scoring"][split] == {"rows_in": n_in, "rows_scored": n_in, "rows_dead_letter": 0}
 
     # the saved student is the KD student of the first seed, without adaptors
-    student = model_io.load_serving_model(run_dir, "student")
+    student = model_io.load_serving_model(run_dir.model_dir("student"), run_dir.role_stage("student"))
     names = [v.name for v in student.variables]
     assert names and not [n for n in names if "adaptor" in n]
     assert sorted(student.output_names) == sorted(["click_logit", "click_probability", "conversion_logit",
                                                    "conversion_probability"])
-    model_cfg, _, _, _ = model_io.load_model_config(run_dir, "student")
+    model_cfg, _, _, _ = model_io.load_model_config(run_dir.model_dir("student"), run_dir.role_stage("student"))
     assert model_cfg.embedding_dim == 2 and model_cfg.bottom_units == [4]
 
     m = result.metrics
@@ -80,8 +80,8 @@ def test_distill_stage_writes_student_scores_and_table(trained_teacher):
 def test_frozen_teacher_reproduces_the_saved_teacher(trained_teacher):
     run_dir = trained_teacher  # the validation split, not scores/: no other test needs to run first
     teacher = distill.load_frozen_teacher(run_dir)
-    saved = model_io.load_serving_model(run_dir, "teacher")
-    info = model_io.load_feature_info(run_dir)
+    saved = model_io.load_serving_model(run_dir.model_dir("teacher"), run_dir.role_stage("teacher"))
+    info = model_io.load_feature_info(run_dir.feature_info_file)
     batch = next(iter(make_dataset(run_dir.split_pattern("validation"), info, 32)))
     inputs = {n: batch[n] for n in info.model_inputs}
     np.testing.assert_allclose(teacher(inputs)["click_logit"].numpy(), saved(inputs)["click_logit"].numpy(),
