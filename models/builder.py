@@ -35,8 +35,8 @@ def build_ranker(model_cfg, feature_info, tasks, funnel=None, seed: Optional[int
         keras.utils.set_random_seed(int(seed))
     names = [t.name for t in tasks]
     embedding_l2 = model_cfg.l2 if model_cfg.embedding_l2 is None else model_cfg.embedding_l2
-    embedding = FeatureEmbedding(feature_info.categorical, feature_info.numeric, model_cfg.embedding_dim,
-                                 l2=embedding_l2, name="embedding")
+    embedding = FeatureEmbedding.from_feature_info(feature_info, model_cfg.embedding_dim, l2=embedding_l2,
+                                                   name="embedding")
     interaction = (CrossNetwork(model_cfg.cross_layers, model_cfg.cross_projection_dim, l2=model_cfg.l2, name="cross_network")
                    if model_cfg.cross_layers else None)
     backbone = backbone_from_config(model_cfg, len(names))

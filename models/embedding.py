@@ -56,6 +56,11 @@ class FeatureEmbedding(keras.layers.Layer):
             for name, n in self.cardinalities.items()
         }
 
+    @classmethod
+    def from_feature_info(cls, feature_info, embedding_dim: int, l2: float = 0.0, **kwargs) -> "FeatureEmbedding":
+        """The embedding of every model input ``feature_info`` (``core.features.FeatureInfo``) describes."""
+        return cls(feature_info.categorical, feature_info.numeric, embedding_dim, l2=l2, **kwargs)
+
     @property
     def output_dim(self) -> int:
         return sum(min(self.embedding_dim, n) for n in self.cardinalities.values()) + len(self.numeric)
