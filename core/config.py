@@ -66,7 +66,38 @@ class TaskConfig:
     # When set, label = 1 iff the stripped raw value is one of these; otherwise the raw
     # value must parse as 0 or 1.
     positive_values: list[str] = _f(factory=list)
+    # Required with positive_values: the stripped raw values that mean 0 (a list), or the
+    # string "any" (every value not in positive_values is 0). With a list, a value in
+    # neither list is a dead letter (label_not_allowed).
+    negative_values: Any = None
     weight: float = _f(1.0, lo=0.0)
+
+
+NEGATIVE_ANY = "any"  # TaskConfig.negative_values: every value not in positive_values is 0
+
+
+def _validate_task_values(i: int, t: TaskConfig) -> None:
+    """positive_values / negative_values of task ``i``: see ``TaskConfig``."""
+    where = f"data.tasks[{i}] ({t.name})"
+    neg = t.negative_values
+    if not t.positive_values:
+        if neg is not None:
+            raise ConfigError(f"{where}.negative_values: needs positive_values (without them the label must be 0 or 1)")
+        return
+    if neg is None:
+        raise ConfigError(
+            f"{where}: positive_values is set but negative_values is not; list the label values that mean 0 "
+            f"(negative_values: [...]) or write negative_values: {NEGATIVE_ANY} to treat every other value as 0")
+    if isinstance(neg, str):
+        if neg != NEGATIVE_ANY:
+            raise ConfigError(f"{where}.negative_values: expected a list of strings or '{NEGATIVE_ANY}', got {neg!r}")
+        return
+    if not isinstance(neg, list) or not neg or not all(isinstance(v, str) for v in neg):
+        raise ConfigError(f"{where}.negative_values: expected a non-empty list of strings or '{NEGATIVE_ANY}', "
+                          f"got {neg!r}")
+    both = {v.strip() for v in t.positive_values} & {v.strip() for v in neg}
+    if both:
+        raise ConfigError(f"{where}: value(s) {sorted(both)} are in both positive_values and negative_values")
 
 
 @dataclass
@@ -79,12 +110,90 @@ class FunnelConfig:
 
 @dataclass
 class CsvConfig:
+    """How ``data.format: csv`` files are read (``core.raw_formats.read_csv``).
+
+    The column names come from each file's first line (``header: true``) or from
+    ``column_names`` (``header: false``); ``rename`` then maps them to the names the rest of
+    the config uses. Columns the config does not name are read and ignored; every column it
+    names must be among the (renamed) names, which preprocessing checks against each file's
+    header before it starts.
+    """
+
+    # true: the first line of every file names the columns (names are stripped of spaces)
+    # and is not a record. false: every line is a record, named by ``column_names``.
     header: bool = True
-    column_names: list[str] = _f(factory=list)  # required when header is false
+    # header: false only (required there): the name of every field, in file order, used or
+    # not. With header: true it is an error (the header names the columns; rename them with
+    # ``rename``).
+    column_names: list[str] = _f(factory=list)
+    # {name in the file: name in this config}, applied to the header line (or to
+    # column_names): e.g. {"user country": user_country, "ctx.device": device}. Columns not
+    # listed keep their name; a listed name missing from a file's header is an error.
+    rename: dict[str, str] = _f(factory=dict)
+    # The field separator, one character ("\t" for tab-separated files).
     delimiter: str = ","
+    # One character; a field in quotes may hold the delimiter, doubled quotes and line breaks.
     quotechar: str = '"'
+    # Strip spaces around every field before matching missing_values (and around the names).
     strip_whitespace: bool = True
+    # Field values read as missing: a missing categorical is a category of its own; a record
+    # with a missing numeric or label goes to the dead letters.
     missing_values: list[str] = _f(factory=lambda: [""])
+
+
+def _validate_csv(csv_cfg: CsvConfig) -> None:
+    """``data.csv`` (format csv): see ``CsvConfig``."""
+    if not csv_cfg.header and not csv_cfg.column_names:
+        raise ConfigError("data.csv.column_names: required when data.csv.header is false")
+    if csv_cfg.header and csv_cfg.column_names:
+        raise ConfigError("data.csv.column_names: only for files without a header line (header: false); with "
+                          "header: true the header names the columns; to give them other names use "
+                          "data.csv.rename: {name in the header: new name}")
+    for key in ("delimiter", "quotechar"):
+        if len(getattr(csv_cfg, key)) != 1:
+            raise ConfigError(f"data.csv.{key}: expected one character, got {getattr(csv_cfg, key)!r}")
+    names = list(csv_cfg.column_names)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.csv.column_names: a name is listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+    for old, new in csv_cfg.rename.items():
+        if not str(old).strip() or not isinstance(new, str) or not new.strip():
+            raise ConfigError(f"data.csv.rename: expected {{name in the file: new name}}, got {old!r}: {new!r}")
+        if names and old not in names:
+            raise ConfigError(f"data.csv.rename: {old!r} is not in data.csv.column_names")
+    targets = list(csv_cfg.rename.values())
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"data.csv.rename: two columns get the same new name: {targets}")
+    if names:
+        final = [csv_cfg.rename.get(n, n) for n in names]
+        if len(set(final)) != len(final):
+            raise ConfigError(f"data.csv.rename: a new name equals another column's name: {final}")
+
+
+# A model feature or task name: TensorFlow builds layer, variable scope and signature names
+# from it, which allow letters, digits, '_' and '-' (models/embedding.py keys its tables by
+# name, so '.' breaks loading the model; a space breaks building it).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _validate_model_names(d: "DataConfig") -> None:
+    """Feature columns (categorical, numeric) and task names: ``MODEL_NAME``, named at load,
+    before any stage runs (they would otherwise break training, model loading or export)."""
+    for key, values in (("data.categorical", d.categorical), ("data.numeric", d.numeric),
+                        ("data.tasks[].name", [t.name for t in d.tasks])):
+        for name in values:
+            if MODEL_NAME.fullmatch(name):
+                continue
+            safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", name)).strip("_-") or "column"
+            if key == "data.tasks[].name":
+                fix = f"name the task e.g. {safe!r}"
+            elif d.format == "csv":
+                fix = (f"rename the column, e.g. data.csv.rename: {{{name!r}: {safe}}}, and use {safe!r} here"
+                       if name not in d.csv.rename.values() else f"rename it to e.g. {safe!r} in data.csv.rename")
+            else:
+                fix = f"rename the field in the data (e.g. to {safe!r})"
+            raise ConfigError(f"{key}: {name!r} cannot be a model name: use letters, digits, '_' and '-' only, "
+                              f"starting with a letter or digit (TensorFlow builds layer and signature names "
+                              f"from it); {fix}")
 
 
 @dataclass
@@ -281,6 +390,20 @@ class ServingConfig:
     grpc_port: int = _f(8500, lo=0, hi=65535)
     poll_seconds: float = _f(2.0, lo=0.0, lo_open=True)
     max_batch_size: int = _f(1024, lo=1)
+    # Server limits (README "Server limits"). Largest REST request body and gRPC request
+    # message: a larger REST body is answered 413 before it is read (gRPC: RESOURCE_EXHAUSTED).
+    max_body_bytes: int = _f(4 << 20, lo=1024, hi=1 << 30)
+    # REST: an idle keep-alive connection, or one whose request line and headers have not all
+    # arrived, is closed after this long (with a 408 if a request had begun).
+    header_timeout_seconds: float = _f(10.0, lo=0.0, hi=3600.0, lo_open=True)
+    # REST: the body must arrive within this long after the headers (else 408); also the
+    # time allowed for writing a response.
+    body_timeout_seconds: float = _f(30.0, lo=0.0, hi=3600.0, lo_open=True)
+    # Threads that run requests, per front end: at most this many requests in progress.
+    worker_threads: int = _f(16, lo=1, hi=1024)
+    # REST: open connections (idle, reading headers, waiting for a worker, running); one
+    # more closes the longest-idle keep-alive connection, or gets 503 if none is idle.
+    max_connections: int = _f(256, lo=1, hi=65536)
 
 
 @dataclass
@@ -396,6 +519,7 @@ def _validate(cfg: PipelineConfig) -> None:
     for i, t in enumerate(d.tasks):
         if not t.name or not t.label:
             raise ConfigError(f"data.tasks[{i}]: both 'name' and 'label' are required")
+        _validate_task_values(i, t)
     if len(set(names)) != len(names):
         raise ConfigError(f"data.tasks: task names must be unique, got {names}")
     if not (d.categorical or d.numeric):
@@ -403,6 +527,7 @@ def _validate(cfg: PipelineConfig) -> None:
     columns = d.categorical + d.numeric
     if len(set(columns)) != len(columns):
         raise ConfigError("data: a column is listed twice across data.categorical and data.numeric")
+    _validate_model_names(d)
     labels = {t.label for t in d.tasks}
     overlap = labels & set(columns)
     if overlap:
@@ -418,8 +543,8 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"data.oracle.{task}: column {column!r} must also be listed in data.passthrough")
     if d.source == "files" and not d.path:
         raise ConfigError("data.path: required when data.source is 'files'")
-    if d.format == "csv" and not d.csv.header and not d.csv.column_names:
-        raise ConfigError("data.csv.column_names: required when data.csv.header is false")
+    if d.format == "csv":
+        _validate_csv(d.csv)
     s = cfg.preprocess.split
     if abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise ConfigError(

@@ -16,15 +16,28 @@ missing (a configured missing-value string in CSV, ``null``/absent elsewhere). A
 cannot even be split into columns carries ``"error": (reason, detail)`` instead of
 ``values``; validation sends it to the dead letters. Numbers keep their exact decimal text
 (``repr`` of a float), so every format yields the same strings for the same data.
+
+Per-record problems never stop a read: a line the ``csv`` module rejects (a field over
+``csv.field_size_limit()``, a bare ``\r`` inside an unquoted field), invalid UTF-8, a NUL byte
+or broken JSON become records with an ``error``. A whole-file problem does stop it:
+``read_file`` raises ``InputError`` naming the file for a truncated or corrupt compressed
+file (gzip, bzip2 and xz/lzma are decompressed with Python's own modules, which detect a
+cut where Beam's reader stops quietly), a corrupt TFRecord or Parquet file, or a CSV header
+that cannot be parsed.
 """
 from __future__ import annotations
 
+import bz2
+import contextlib
 import csv
+import gzip
 import json
+import lzma
 import math
+import zlib
 from typing import IO, Callable, Iterator, Optional
 
-from core.errors import InputError
+from core.errors import InputError, PipelineError
 from core.registries import INPUT_FORMATS
 
 WRONG_COLUMN_COUNT = "wrong_column_count"
@@ -75,12 +88,42 @@ def _csv_lines(stream: IO[bytes], consumed: list) -> Iterator[str]:
         yield line
 
 
+def _text_problem(raw: str) -> str | None:
+    """Why a decoded text line is not text (invalid UTF-8, a NUL byte), or None."""
+    if "\ufffd" in raw:
+        return "the line is not valid UTF-8"
+    if "\x00" in raw:
+        return "the line contains a NUL byte"
+    return None
+
+
+def _csv_problem(error: csv.Error) -> str:
+    """The dead-letter detail of a line the ``csv`` module rejects."""
+    text = str(error)
+    if "field larger than field limit" in text:
+        return f"not a valid CSV record: a field is longer than {csv.field_size_limit()} characters"
+    if "new-line character seen in unquoted field" in text:
+        return "not a valid CSV record: a carriage return (\\r) inside an unquoted field"
+    return f"not a valid CSV record: {text}"
+
+
+def renamed_columns(names: list[str], csv_cfg) -> list[str]:
+    """The column names a CSV record carries: ``names`` (the stripped header line, or
+    ``column_names``) with ``csv_cfg.rename`` ({name in the file: new name}) applied."""
+    rename = getattr(csv_cfg, "rename", None) or {}
+    return [rename.get(n, n) for n in names]
+
+
 def read_csv(stream: IO[bytes], source: str, csv_cfg) -> Iterator[dict]:
-    """Records of a CSV stream: header (or ``csv_cfg.column_names``), delimiter, quoting.
+    """Records of a CSV stream: header (or ``csv_cfg.column_names``), renamed by
+    ``csv_cfg.rename``, delimiter, quoting.
 
     Quoted fields may hold the delimiter, quotes and newlines (the record then spans several
     lines; ``position`` is its first line). Values equal to one of ``csv_cfg.missing_values``
-    (after stripping, when ``strip_whitespace``) become ``None``.
+    (after stripping, when ``strip_whitespace``) become ``None``. A line the ``csv`` module
+    rejects (a field over ``csv.field_size_limit()``, a bare ``\r`` in an unquoted field) is an
+    ``unparsable_record``; reading goes on with the next line. A header it rejects is
+    ``csv.Error`` (a whole-file failure).
     """
     consumed: list[str] = []
     reader = csv.reader(_csv_lines(stream, consumed), delimiter=csv_cfg.delimiter, quotechar=csv_cfg.quotechar,
@@ -93,16 +136,28 @@ def read_csv(stream: IO[bytes], source: str, csv_cfg) -> Iterator[dict]:
         except StopIteration:
             return
         names = [h.strip() for h in header]
+    names = renamed_columns(names, csv_cfg)
     line = 1 if not csv_cfg.header else reader.line_num + 1
     consumed.clear()
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+            problem = None
+        except StopIteration:
+            return
+        except csv.Error as e:  # the reader resumes with the next line
+            fields, problem = None, _csv_problem(e)
         raw = "".join(consumed).rstrip("\r\n")
         consumed.clear()
         position, line = line, reader.line_num + 1
+        if problem:
+            yield _record(source, position, raw, error=(UNPARSABLE_RECORD, problem))
+            continue
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line is not a record
-        if "\ufffd" in raw:
-            yield _record(source, position, raw, error=(INVALID_ENCODING, "the line is not valid UTF-8"))
+        problem = _text_problem(raw)
+        if problem:
+            yield _record(source, position, raw, error=(INVALID_ENCODING, problem))
             continue
         if len(fields) != len(names):
             detail = f"expected {len(names)} columns, got {len(fields)}"
@@ -120,8 +175,9 @@ def read_jsonl(stream: IO[bytes], source: str) -> Iterator[dict]:
         raw = line.rstrip("\r\n")
         if not raw.strip():
             continue
-        if "\ufffd" in raw:
-            yield _record(source, number, raw, error=(INVALID_ENCODING, "the line is not valid UTF-8"))
+        problem = _text_problem(raw)
+        if problem:
+            yield _record(source, number, raw, error=(INVALID_ENCODING, problem))
             continue
         try:
             obj = json.loads(raw)
@@ -169,12 +225,29 @@ def example_values(serialized: bytes) -> tuple[dict | None, str | None]:
 
 
 def read_tfrecord(path: str, source: str) -> Iterator[dict]:
-    """Records of a TFRecord file of ``tf.train.Example`` (gzip when the name ends in .gz)."""
+    """Records of a TFRecord file of ``tf.train.Example`` (gzip when the name ends in .gz).
+
+    A record that is not a ``tf.Example`` is an ``unparsable_record``; a corrupt or truncated
+    file (bad framing or checksum, a cut gzip stream) raises ``InputError`` naming it: TFRecord
+    framing cannot be resynchronised after the damage.
+    """
     import tensorflow as tf
 
     compression = "GZIP" if path.endswith(".gz") else ("ZLIB" if path.endswith(".zlib") else "")
     dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-    for index, serialized in enumerate(dataset.as_numpy_iterator()):
+    serialized_records = dataset.as_numpy_iterator()
+    index = -1
+    while True:
+        try:
+            serialized = next(serialized_records)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as e:
+            raise InputError(f"input file {source} is a corrupt or truncated TFRecord file "
+                             f"(after {index + 1} records): {e.message}") from None
+        except tf.errors.OpError as e:
+            raise InputError(f"input file {source} cannot be read as tfrecord: {e.message}") from None
+        index += 1
         values, error = example_values(serialized)
         raw = json.dumps(values) if values is not None else serialized.hex()[:2000]
         if error:
@@ -209,19 +282,93 @@ def _opener(path: str) -> Callable[[str], IO[bytes]]:
     return lambda compression: FileSystems.open(path, compression_type=compression)
 
 
+# Compressions read with Python's own decompressors: they raise on a truncated or corrupt
+# stream (EOFError, OSError, zlib.error), where Beam's ``CompressedFile`` stops quietly at the damage.
+# Other compressions (.deflate, .zst) are left to Beam ("auto").
+_DECOMPRESSORS = {
+    ".gz": ("gzip", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
+    ".bz2": ("bzip2", lambda raw: bz2.BZ2File(raw, mode="rb")),
+    ".xz": ("xz", lambda raw: lzma.LZMAFile(raw, mode="rb")),
+    ".lzma": ("lzma", lambda raw: lzma.LZMAFile(raw, mode="rb")),
+}
+
+
+def compression_of(path: str) -> str | None:
+    """'gzip', 'bzip2', 'xz' or 'lzma' when ``path``'s extension says so, else None."""
+    lowered = path.lower()
+    return next((name for ext, (name, _) in _DECOMPRESSORS.items() if lowered.endswith(ext)), None)
+
+
+@contextlib.contextmanager
+def open_decompressed(path: str, open_stream: Callable[[str], IO[bytes]]):
+    """The decompressed binary stream of ``path`` (compression from its extension)."""
+    lowered = path.lower()
+    make = next((m for ext, (_, m) in _DECOMPRESSORS.items() if lowered.endswith(ext)), None)
+    if make is None:
+        with open_stream("auto") as stream:
+            yield stream
+        return
+    with open_stream("uncompressed") as raw, make(raw) as stream:
+        yield stream
+
+
+def _whole_file_failure(path: str, fmt: str, e: BaseException) -> InputError:
+    compression = compression_of(path)
+    decompression_error = isinstance(e, (EOFError, lzma.LZMAError, zlib.error)) or (
+        compression is not None and isinstance(e, OSError) and not isinstance(e, FileNotFoundError))
+    if decompression_error:
+        return InputError(f"input file {path} is a truncated or corrupt {compression or fmt} file: {e}")
+    if isinstance(e, csv.Error):
+        return InputError(f"input file {path}: the CSV header cannot be parsed: {e}")
+    return InputError(f"input file {path} cannot be read as {fmt}: {type(e).__name__}: {e}")
+
+
+def _failing_whole_file(records: Iterator[dict], path: str, fmt: str) -> Iterator[dict]:
+    """``records``, with any error of the file itself (not of one record) as ``InputError``."""
+    try:
+        yield from records
+    except PipelineError:
+        raise
+    except Exception as e:  # noqa: BLE001  (per-record problems are records with an "error")
+        raise _whole_file_failure(path, fmt, e) from e
+
+
 def read_csv_header(path: str, csv_cfg) -> list[str]:
-    """The column names of a CSV file's first line (decompressed by extension)."""
-    with _opener(path)("auto") as f:
-        try:
+    """The column names of a CSV file's first line (decompressed by extension), renamed by
+    ``csv_cfg.rename`` as ``read_csv`` renames them.
+
+    Raises ``InputError`` naming the file when it cannot be opened, decompressed or parsed,
+    or when the header lacks a column ``csv_cfg.rename`` renames (or renaming gives two
+    columns one name).
+    """
+    try:
+        with open_decompressed(path, _opener(path)) as f:
             row = next(csv.reader(text_lines(f), delimiter=csv_cfg.delimiter, quotechar=csv_cfg.quotechar,
-                                  skipinitialspace=csv_cfg.strip_whitespace))
-        except StopIteration:
-            return []
-    return [h.strip() for h in row]
+                                  skipinitialspace=csv_cfg.strip_whitespace), [])
+    except PipelineError:
+        raise
+    except Exception as e:  # noqa: BLE001  (a whole-file failure, named)
+        raise _whole_file_failure(path, "csv", e) from e
+    header = [h.strip() for h in row]
+    rename = getattr(csv_cfg, "rename", None) or {}
+    if header and rename:
+        lacking = [old for old in rename if old not in header]
+        if lacking:
+            raise InputError(f"{path}: data.csv.rename: the CSV header has no column(s) {lacking} (header: {header})")
+        names = renamed_columns(header, csv_cfg)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InputError(f"{path}: data.csv.rename: after renaming, column name(s) {twice} appear twice "
+                             f"(header: {header})")
+        return names
+    return header
 
 
 def read_file(path: str, fmt: str, csv_cfg, open_stream: Optional[Callable[[str], IO[bytes]]] = None) -> Iterator[dict]:
     """The raw records of one file in format ``fmt`` (``ConfigError`` for an unknown format).
+
+    Per-record problems are records with an ``error``; a problem of the whole file (it cannot
+    be opened, is truncated or corrupt) raises ``InputError`` naming it while iterating.
 
     Args:
       path: the file (the records' ``source``).
@@ -230,18 +377,19 @@ def read_file(path: str, fmt: str, csv_cfg, open_stream: Optional[Callable[[str]
       open_stream: ``open_stream(compression) -> binary stream`` with a Beam ``CompressionTypes``
         value ("auto", "uncompressed"); default: Beam's ``FileSystems.open(path)``.
     """
-    return INPUT_FORMATS.get(fmt)(path, csv_cfg, open_stream or _opener(path))
+    decoder = INPUT_FORMATS.get(fmt)
+    return _failing_whole_file(decoder(path, csv_cfg, open_stream or _opener(path)), path, fmt)
 
 
-@INPUT_FORMATS.register("csv", "delimited text, header line or data.csv.column_names (gzip/bzip2 by extension)")
+@INPUT_FORMATS.register("csv", "delimited text, header line or data.csv.column_names (gzip/bzip2/xz by extension)")
 def _csv_file(path, csv_cfg, open_stream):
-    with open_stream("auto") as stream:
+    with open_decompressed(path, open_stream) as stream:
         yield from read_csv(stream, path, csv_cfg)
 
 
-@INPUT_FORMATS.register("jsonl", "one JSON object per line (gzip/bzip2 by extension)")
+@INPUT_FORMATS.register("jsonl", "one JSON object per line (gzip/bzip2/xz by extension)")
 def _jsonl_file(path, csv_cfg, open_stream):
-    with open_stream("auto") as stream:
+    with open_decompressed(path, open_stream) as stream:
         yield from read_jsonl(stream, path)
 
 

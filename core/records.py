@@ -6,17 +6,24 @@ Checks, in order (the first failure is the record's reason):
   reason              when
   ==================  ==========================================================
   wrong_column_count  a CSV row has more or fewer fields than the header
-  unparsable_record   invalid JSON, not an object, not a tf.Example, a list value
-  invalid_encoding    the line is not valid UTF-8
+  unparsable_record   invalid JSON, not an object, not a tf.Example, a list value; a CSV
+                      line the csv module rejects (a field over 131,072 characters, a
+                      carriage return inside an unquoted field)
+  invalid_encoding    the line is not valid UTF-8, or holds a NUL byte
   missing_value       a numeric, label, weight or passthrough value is missing
   unparsable_value    such a value does not parse as a number
-  non_finite_value    such a value is NaN or +-infinity
+  non_finite_value    such a value is NaN or +-infinity, or beyond float32's range
+                      (``1e308``: finite as float64, ``inf`` in the float32 training data)
   invalid_label       a label is not 0/1 (without ``positive_values``)
+  label_not_allowed   with ``positive_values``, a label in neither ``positive_values`` nor
+                      ``negative_values`` (unless ``negative_values: any``)
   invalid_weight      the example weight is negative
   funnel_violation    the funnel child is 1 where the parent is 0
   ==================  ==========================================================
 
 A missing categorical value is not an error: it becomes ``features.MISSING_CATEGORY``.
+Whole-file failures (a truncated or corrupt file) are not reasons: they fail the stage with
+an ``InputError`` naming the file (``core.raw_formats.read_file``).
 
 A *typed record* is ``{"source", "position", "values", "features"}``: ``values`` are the raw
 strings (the split hashes them), ``features`` maps the raw column names of
@@ -28,6 +35,8 @@ from __future__ import annotations
 
 import math
 
+from core.config import NEGATIVE_ANY
+from core.errors import ConfigError
 from core.features import MISSING_CATEGORY
 from core.raw_formats import INVALID_ENCODING, UNPARSABLE_RECORD, WRONG_COLUMN_COUNT
 
@@ -35,11 +44,16 @@ MISSING_VALUE = "missing_value"
 UNPARSABLE_VALUE = "unparsable_value"
 NON_FINITE_VALUE = "non_finite_value"
 INVALID_LABEL = "invalid_label"
+LABEL_NOT_ALLOWED = "label_not_allowed"
 INVALID_WEIGHT = "invalid_weight"
 FUNNEL_VIOLATION = "funnel_violation"
 
 REASONS = (WRONG_COLUMN_COUNT, UNPARSABLE_RECORD, INVALID_ENCODING, MISSING_VALUE, UNPARSABLE_VALUE,
-           NON_FINITE_VALUE, INVALID_LABEL, INVALID_WEIGHT, FUNNEL_VIOLATION)
+           NON_FINITE_VALUE, INVALID_LABEL, LABEL_NOT_ALLOWED, INVALID_WEIGHT, FUNNEL_VIOLATION)
+
+# The smallest magnitude float32 rounds to infinity (2**128 - 2**103, halfway between
+# float32's largest value and 2**128): such a value is finite in Python but not in training.
+FLOAT32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
 
 DEAD_LETTERS = "dead_letters"
 
@@ -67,7 +81,7 @@ class RecordSchema:
         self.categorical = list(d.categorical)
         self.numeric = list(d.numeric)
         self.require_labels = require_labels
-        self.labels = [(t.label, {v.strip() for v in t.positive_values}) for t in d.tasks] if require_labels else []
+        self.labels = [(t.label, *_label_values(t)) for t in d.tasks] if require_labels else []
         self.weight = d.weight_column if require_labels else None
         self.group = d.group_column if require_labels else None
         self.passthrough = list(d.passthrough) if require_labels else []
@@ -82,8 +96,8 @@ class RecordSchema:
             out[c] = MISSING_CATEGORY if v is None else v
         for c in self.numeric:
             out[c] = _number(values, c)
-        for column, positive in self.labels:
-            out[column] = _label(values, column, positive)
+        for column, positive, negative in self.labels:
+            out[column] = _label(values, column, positive, negative)
         if self.weight:
             w = _number(values, self.weight)
             if w < 0:
@@ -112,15 +126,37 @@ def _number(values: dict, column: str) -> float:
         raise InvalidRecord(UNPARSABLE_VALUE, f"field {column!r}: {raw!r} is not a number") from None
     if not math.isfinite(x):
         raise InvalidRecord(NON_FINITE_VALUE, f"field {column!r}: {raw!r} is not finite")
+    if abs(x) >= FLOAT32_OVERFLOW:
+        raise InvalidRecord(NON_FINITE_VALUE, f"field {column!r}: {raw!r} is not finite as float32 "
+                                              f"(beyond +-3.4028235e38)")
     return x
 
 
-def _label(values: dict, column: str, positive: set) -> float:
+def _label_values(task) -> tuple[set, set | None]:
+    """(positive values, negative values or None for ``negative_values: any``) of a task."""
+    positive = {v.strip() for v in task.positive_values}
+    if not positive:
+        return positive, set()
+    if task.negative_values == NEGATIVE_ANY:
+        return positive, None
+    if not task.negative_values:
+        raise ConfigError(f"data.tasks ({task.name}): positive_values is set but negative_values is not; list the "
+                          f"label values that mean 0 or write negative_values: {NEGATIVE_ANY}")
+    return positive, {v.strip() for v in task.negative_values}
+
+
+def _label(values: dict, column: str, positive: set, negative: set | None) -> float:
     raw = values.get(column)
     if raw is None:
         raise InvalidRecord(MISSING_VALUE, f"label {column!r} is missing")
     if positive:
-        return 1.0 if raw.strip() in positive else 0.0
+        value = raw.strip()
+        if value in positive:
+            return 1.0
+        if negative is None or value in negative:
+            return 0.0
+        raise InvalidRecord(LABEL_NOT_ALLOWED, f"label {column!r}: {raw!r} is in neither positive_values "
+                                               f"{sorted(positive)} nor negative_values {sorted(negative)}")
     x = _number(values, column)
     if x not in (0.0, 1.0):
         raise InvalidRecord(INVALID_LABEL, f"label {column!r}: expected 0 or 1, got {raw!r}")

@@ -35,11 +35,14 @@ def predict_split(serving_model, file_pattern: str, feature_info, batch_size: in
 
 
 def evaluate_predictions(arrays: dict, tasks, model_cfg, funnel, oracle: dict | None = None,
-                         use_groups: bool = True) -> dict:
+                         use_groups: bool = True, split: str = "test") -> dict:
     """task -> metrics (auc, logloss, calibration, gauc?, oracle_auc?, oracle_gap?).
 
     Each task is scored on its per-impression label with ``eval_output_key`` (pCTCVR for
     the ESMM child); ``oracle`` maps a task to the passthrough column of its true probability.
+    A task whose labels in ``split`` (the split ``arrays`` were scored on, for the warning)
+    hold one class has no AUC: its AUCs and gap are ``metrics.UNDEFINED`` (NaN, printed
+    ``undefined``), with one warning naming the task and the split.
     """
     oracle = oracle or {}
     weights = arrays.get(WEIGHT_KEY)
@@ -49,5 +52,9 @@ def evaluate_predictions(arrays: dict, tasks, model_cfg, funnel, oracle: dict | 
         name = getattr(task, "name", task)
         preds = arrays[eval_output_key(name, model_cfg, funnel)]
         truth = arrays[oracle[name]] if name in oracle and oracle[name] in arrays else None
-        result[name] = M.task_metrics(arrays[label_key(name)], preds, weights, groups, truth)
+        labels = arrays[label_key(name)]
+        result[name] = M.task_metrics(labels, preds, weights, groups, truth)
+        if M.is_undefined(result[name]["auc"]):
+            log.warning("task '%s' has a single label class in the %s split (all %g, %d examples): its AUC is "
+                        "undefined", name, split, float(np.ravel(labels)[0]), np.size(labels))
     return result

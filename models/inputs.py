@@ -33,6 +33,17 @@ def count_examples(file_pattern: str) -> int:
         raise shard_error([file_pattern], e) from None
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of training epoch ``epoch`` (0-based) of a run seeded ``seed``.
+
+    A function of (seed, epoch) only, so epoch e reads the same order whether the run got
+    there uninterrupted or resumed from a backup (``training.train_model`` with a callable
+    dataset: ``lambda e: make_dataset(..., shuffle=True, seed=epoch_seed(seed, e))``);
+    distinct for distinct pairs (epoch < 1,000,003), so two seeds never share an epoch order.
+    """
+    return int(seed) * 1_000_003 + int(epoch)
+
+
 def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *,
                  teacher_logits: Sequence[str] = (), shuffle: bool = False, shuffle_buffer: int = 10_000,
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:

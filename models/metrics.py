@@ -7,6 +7,37 @@ from sklearn.metrics import log_loss, roc_auc_score
 EPS = 1e-7
 
 
+class Undefined(float):
+    """A metric without a value (the AUC of labels of one class): NaN, printed ``undefined``.
+
+    A float NaN for arithmetic, comparisons, NumPy and JSON (``NaN``), so every consumer of
+    the metrics keeps working, yet never reads as a number in a report
+    (``f"AUC {m['auc']:.4f}"`` gives ``AUC undefined``).
+    """
+
+    def __new__(cls):
+        return super().__new__(cls, "nan")
+
+    def __format__(self, spec: str) -> str:
+        return "undefined"
+
+    def __repr__(self) -> str:
+        return "undefined"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (Undefined, ())
+
+
+UNDEFINED = Undefined()
+
+
+def is_undefined(value) -> bool:
+    """None or NaN (``UNDEFINED`` included)."""
+    return value is None or (isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
 def _check(labels, preds, weights=None):
     labels, preds = np.asarray(labels, np.float64).ravel(), np.asarray(preds, np.float64).ravel()
     if labels.shape != preds.shape:
@@ -18,10 +49,10 @@ def _check(labels, preds, weights=None):
 
 
 def auc(labels, preds, weights=None) -> float:
-    """ROC AUC; NaN when only one class is present."""
+    """ROC AUC; ``UNDEFINED`` (NaN) when only one class is present."""
     labels, preds, weights = _check(labels, preds, weights)
     if labels.min() == labels.max():
-        return float("nan")
+        return UNDEFINED
     return float(roc_auc_score(labels, preds, sample_weight=weights))
 
 
@@ -34,11 +65,12 @@ def calibration(labels, preds, weights=None) -> dict:
     """mean prediction / mean label (1.0 = calibrated on average), with both means."""
     labels, preds, weights = _check(labels, preds, weights)
     mp, ml = float(np.average(preds, weights=weights)), float(np.average(labels, weights=weights))
-    return {"calibration": mp / ml if ml > 0 else float("nan"), "mean_prediction": mp, "mean_label": ml}
+    return {"calibration": mp / ml if ml > 0 else UNDEFINED, "mean_prediction": mp, "mean_label": ml}
 
 
 def gauc(labels, preds, groups, weights=None) -> float:
-    """Group AUC: per-group AUC averaged with weights = group size, over groups with both classes."""
+    """Group AUC: per-group AUC averaged with weights = group size, over groups with both
+    classes (``UNDEFINED`` when no group has both)."""
     labels, preds, weights = _check(labels, preds, weights)
     groups = np.asarray(groups).ravel()
     order = np.argsort(groups, kind="stable")
@@ -52,7 +84,7 @@ def gauc(labels, preds, groups, weights=None) -> float:
         size = float(w[lo:hi].sum())
         total += size * roc_auc_score(gl, p[lo:hi], sample_weight=w[lo:hi])
         norm += size
-    return float(total / norm) if norm > 0 else float("nan")
+    return float(total / norm) if norm > 0 else UNDEFINED
 
 
 def reliability(labels, preds, bins: int = 10) -> dict:
@@ -71,12 +103,16 @@ def reliability(labels, preds, bins: int = 10) -> dict:
 
 
 def task_metrics(labels, preds, weights=None, groups=None, oracle=None) -> dict:
-    """auc, logloss, calibration (+ means), gauc (with groups), oracle_auc/oracle_gap (with oracle)."""
+    """auc, logloss, calibration (+ means), gauc (with groups), oracle_auc/oracle_gap (with oracle).
+
+    Metrics without a value (the AUCs and the gap when the labels hold one class) are
+    ``UNDEFINED``, never a number."""
     out = {"auc": auc(labels, preds, weights), "logloss": logloss(labels, preds, weights)}
     out.update(calibration(labels, preds, weights))
     if groups is not None:
         out["gauc"] = gauc(labels, preds, groups, weights)
     if oracle is not None:
         out["oracle_auc"] = auc(labels, oracle, weights)
-        out["oracle_gap"] = out["oracle_auc"] - out["auc"]
+        undefined = is_undefined(out["oracle_auc"]) or is_undefined(out["auc"])
+        out["oracle_gap"] = UNDEFINED if undefined else out["oracle_auc"] - out["auc"]
     return out

@@ -26,10 +26,23 @@ from models.towers import FunnelProduct
 from core.features import WEIGHT_KEY, label_key
 
 
+class DefinedAUC(keras.metrics.AUC):
+    """``keras.metrics.AUC`` that is NaN, not 0.0, where the AUC is undefined: when the
+    (weighted) labels seen hold a single class, all 0 or all 1. Keras returns 0.0 there,
+    which reads as a model ranking every pair wrong and drags a mean AUC down."""
+
+    def result(self):
+        positives = self.true_positives[0] + self.false_negatives[0]  # at the lowest threshold: all rows
+        negatives = self.false_positives[0] + self.true_negatives[0]
+        defined = tf.logical_and(positives > 0, negatives > 0)
+        return tf.where(defined, super().result(), tf.constant(float("nan"), self.dtype))
+
+
 def ranking_task(name: str, with_metrics: bool = True) -> tfrs.tasks.Ranking:
-    """A Ranking task with per-example binary cross-entropy on logits and an AUC metric."""
+    """A Ranking task with per-example binary cross-entropy on logits and an AUC metric
+    (``DefinedAUC``: NaN on labels of one class)."""
     loss = keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE)
-    metrics = [keras.metrics.AUC(from_logits=True, name=f"{name}_auc")] if with_metrics else []
+    metrics = [DefinedAUC(from_logits=True, name=f"{name}_auc")] if with_metrics else []
     return tfrs.tasks.Ranking(loss=loss, metrics=metrics, name=f"{name}_task")
 
 

@@ -2,10 +2,11 @@
 
 ``train_model(model, train_ds, val_ds, training_cfg, model_dir)`` fits any
 ``MultiTaskRanker`` (teacher or student) on the given datasets, validates every epoch and,
-with a ``model_dir``, writes there only: logs/ (TensorBoard), backup/ (BackupAndRestore: a
-killed run resumes from its last finished epoch) and checkpoints/ (best weights). It knows
-neither the pipeline config nor the run directory: the stages build the datasets and save
-the trained model (``model_io.save_trained``).
+with a ``model_dir``, writes there only: logs/ (TensorBoard), backup/ (``ResumableBackup``: a
+killed run resumes after its last finished epoch with its weights, optimizer, epoch logs and
+early-stopping state, and reads the same data there as an uninterrupted run) and
+checkpoints/ (best weights). It knows neither the pipeline config nor the run directory: the
+stages build the datasets and save the trained model (``model_io.save_trained``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,7 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import multi_worker
-from models.callbacks import AucMean, EpochLog, EpochSummaries
+from models.callbacks import AucMean, EpochLog, EpochRecord, EpochSummaries, ResumableBackup, is_undefined
 from core.errors import ConfigError
 
 log = logging.getLogger("models.training")
@@ -31,13 +32,14 @@ log = logging.getLogger("models.training")
 class TrainResult:
     """What a training run produced."""
 
-    history: dict = field(default_factory=dict)  # metric -> per-epoch values
-    epochs: list = field(default_factory=list)  # epoch indices run in this call (0-based)
+    history: dict = field(default_factory=dict)  # metric -> per-epoch values of the whole run (None: undefined)
+    epochs: list = field(default_factory=list)  # epoch indices of the history (0-based), resumed runs included
     best_epoch: int = 0  # 1-based
     best_metrics: dict = field(default_factory=dict)
     params: int = 0
-    rows: int = 0  # training examples seen in this call
+    rows: int = 0  # training examples seen over all epochs of the history
     artifacts: dict = field(default_factory=dict)
+    resumed_epoch: int = 0  # the epoch (0-based) this call started at: > 0 when it resumed a backup
 
 
 def count_params(model) -> int:
@@ -64,24 +66,48 @@ def make_optimizer(training_cfg, steps_per_epoch: int) -> keras.optimizers.Optim
 
 def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], name: str, epochs: int,
                    backup: bool = True) -> list:
-    """AucMean first, then NaN guard, the epoch log (labelled ``name``), early stopping
-    (best-weights restore) and, with a ``model_dir``, checkpoints, BackupAndRestore and TensorBoard."""
+    """AucMean first, then NaN guard, the epoch log (labelled ``name``), the epoch record, early
+    stopping (best-weights restore) and, with a ``model_dir``, checkpoints, TensorBoard and the
+    backup (``ResumableBackup``, last: it saves the state the others reached in the epoch)."""
     mode = monitor_mode(training_cfg.monitor, tasks)
-    cbs = [AucMean(tasks), keras.callbacks.TerminateOnNaN(), EpochLog(name, epochs),
-           keras.callbacks.EarlyStopping(monitor=training_cfg.monitor, mode=mode,
-                                         patience=training_cfg.early_stopping_patience, restore_best_weights=True)]
+    stopper = keras.callbacks.EarlyStopping(monitor=training_cfg.monitor, mode=mode,
+                                            patience=training_cfg.early_stopping_patience, restore_best_weights=True)
+    record = EpochRecord()
+    cbs = [AucMean(tasks, name), keras.callbacks.TerminateOnNaN(), EpochLog(name, epochs), record, stopper]
     if model_dir:
-        cbs.append(keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "best"),
-                                                   monitor=training_cfg.monitor, mode=mode, save_best_only=True,
-                                                   save_weights_only=True))
+        best = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "best"),
+                                               monitor=training_cfg.monitor, mode=mode, save_best_only=True,
+                                               save_weights_only=True)
+        cbs.append(best)
         if multi_worker.is_chief():  # one set of TensorBoard event files, not one per worker
             cbs.append(EpochSummaries(os.path.join(model_dir, "logs")))
         if backup:
-            cbs.append(keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")))
+            cbs.append(ResumableBackup(os.path.join(model_dir, "backup"), record, early_stopping=stopper,
+                                       checkpoint=best))
     return cbs
 
 
-def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, training_cfg,
+def resume_epoch(backup_dir: str) -> int:
+    """The epoch (0-based) a run backed up in ``backup_dir`` resumes at: one past the last epoch
+    its BackupAndRestore checkpoint holds; 0 without one."""
+    ckpt = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if not ckpt:
+        return 0
+    return max(0, int(tf.train.load_variable(ckpt, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1)
+
+
+def epoch_stream(epoch_data: Callable[[int], tf.data.Dataset], first: int, epochs: int,
+                 steps: int) -> tf.data.Dataset:
+    """Epochs ``first`` .. ``epochs - 1`` of ``epoch_data`` one after the other, ``steps`` batches each."""
+    stream = None
+    for e in range(first, max(epochs, first + 1)):
+        part = epoch_data(e).take(steps)
+        stream = part if stream is None else stream.concatenate(part)
+    return stream.prefetch(tf.data.AUTOTUNE)
+
+
+def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.Dataset]], val_ds: tf.data.Dataset,
+                training_cfg,
                 model_dir: Optional[str] = None, *, tasks: Optional[Sequence[str]] = None,
                 steps_per_epoch: Optional[int] = None, train_rows: Optional[int] = None,
                 epochs: Optional[int] = None, callbacks: Sequence = (), backup: bool = True,
@@ -92,7 +118,12 @@ def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, train
     Adam with a learning rate that decays by ``training_cfg.lr_decay_rate`` once per epoch;
     early stopping on ``training_cfg.monitor`` (patience ``early_stopping_patience``) restores
     the best epoch's weights; a NaN loss stops the run. Every epoch logs ``loss``,
-    ``<task>_auc``, ``auc_mean`` and their ``val_`` counterparts. Under a distribution
+    ``<task>_auc``, ``auc_mean`` and their ``val_`` counterparts; a task's AUC on a split whose
+    labels hold one class is undefined (NaN in the logs, None in the result, left out of
+    ``auc_mean``, one warning). A run killed after epoch e (with a ``model_dir`` and
+    ``backup``) resumes at epoch e + 1 and reproduces the uninterrupted run: the same weights,
+    optimizer state, learning rate, early-stopping state and training batches there, and the
+    whole history in the result. Under a distribution
     strategy, build ``model`` inside the strategy's scope; the datasets are distributed by
     Keras (``make_dataset`` shards them by record across workers). With several workers
     each writes its checkpoints and backups where Keras puts them (the chief into
@@ -104,7 +135,15 @@ def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, train
       train_ds: batches of training examples, dict name -> tensor ``(batch,)`` as
         ``inputs.make_dataset`` yields them: the model inputs, ``label_<task>``,
         ``example_weight`` and, for a distilled student, ``teacher_logit_<task>``. It must
-        repeat when epochs have a fixed number of steps (``steps_per_epoch``).
+        repeat when epochs have a fixed number of steps (``steps_per_epoch``). Or, better, a
+        callable ``epoch (0-based) -> Dataset`` of that epoch's batches (one pass, or
+        repeating with ``steps_per_epoch``), shuffled with a seed of its own
+        (``inputs.epoch_seed``): each epoch's order is then a function of the seed and the
+        epoch, and a resumed run reads no data it does not train on. A plain dataset is
+        put where the finished epochs left it on resume (repeating: their batches are
+        skipped; one pass per epoch: their iterators are drawn, as a reshuffling dataset's
+        order depends on how often it was iterated), so pass a fresh one, as a restarted
+        process builds it. One pass per epoch must have the length ``train_rows`` gives.
       val_ds: batches of validation examples, finite; every batch is scored each epoch.
       training_cfg: the ``TrainingConfig``: epochs, learning rate and decay, monitor and
         patience, steps per execution, seed, verbosity (``batch_size``: the batch size of
@@ -128,10 +167,11 @@ def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, train
         truncated one is named in the error.
 
     Returns:
-      A ``TrainResult``: ``history`` (metric -> per-epoch values), the epochs run in this
-      call (0-based), the best epoch (1-based) and its metrics, the trainable parameter
-      count and the training rows seen. ``artifacts`` is empty: the caller saves the model
-      (``model_io.save_trained``).
+      A ``TrainResult``: ``history`` (metric -> per-epoch values of all epochs, those before
+      a resume included; None where a value is undefined), its epochs (0-based), the best
+      epoch (1-based) and its metrics, the trainable parameter count, the training rows seen
+      over those epochs and the epoch this call resumed at. ``artifacts`` is empty: the
+      caller saves the model (``model_io.save_trained``).
 
     Raises:
       ConfigError: ``training_cfg.monitor`` names no logged metric.
@@ -146,18 +186,41 @@ def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, train
         raise ValueError(f"`steps_per_epoch` must be >= 1. Received: steps_per_epoch={fit_steps}")
     cbs = make_callbacks(model_dir, t, task_names, name, epochs, backup=backup) + list(callbacks)
     keras.utils.set_random_seed(t.seed)
+    backup_cb = next((c for c in cbs if isinstance(c, ResumableBackup)), None)
+    first = resume_epoch(backup_cb.backup_dir) if backup_cb is not None else 0
+    epoch_data = train_ds if callable(train_ds) else None
     passes = fit_steps is None  # an epoch is one pass over train_ds
     if not passes:
         steps = fit_steps
     elif train_rows:
         steps = math.ceil(train_rows / t.batch_size)
     else:
-        steps = _num_batches(train_ds)
+        steps = _num_batches(epoch_data(0) if epoch_data is not None else train_ds)
     val_steps = None
     if t.steps_per_execution > 1 and passes:
+        val_steps = _num_batches(val_ds)  # several steps per call: validation = all its batches
+    if epoch_data is not None:  # one stream of the epochs still to run, `steps` batches each
+        train_ds, fit_steps = epoch_stream(epoch_data, first, epochs, steps), steps
+    elif t.steps_per_execution > 1 and passes:
         # Several steps per call need known epoch lengths: one epoch = `steps` batches of the
-        # repeated data (reshuffled on each pass), validation = all its batches.
-        train_ds, fit_steps, val_steps = train_ds.repeat(), steps, _num_batches(val_ds)
+        # repeated data (reshuffled on each pass).
+        train_ds, fit_steps = train_ds.repeat(), steps
+    elif passes:
+        # A pass of known length: Keras then runs exactly `steps` steps per epoch. Of unknown
+        # length, the call that finds the data exhausted still counts an optimizer step, which
+        # shifts the learning-rate decay (by one step per fit call: a resumed run decayed on
+        # other steps than an uninterrupted one) and the progress bar reads the step counter.
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
+    if epoch_data is None and first > 0:  # a plain dataset: where the finished epochs left it
+        if fit_steps is None:
+            # Keras iterates it afresh every epoch, and a reshuffling dataset's k-th iterator
+            # draws the k-th order: draw (and drop) the finished epochs' iterators.
+            for _ in range(first):
+                iter(train_ds)
+        else:  # one iterator through the repeated data: skip the finished epochs' batches
+            train_ds = train_ds.skip(first * fit_steps)
+    if first > 0:
+        log.info("%s: resuming at epoch %d/%d from the backup in %s", name, first + 1, epochs, backup_cb.backup_dir)
     model.compile(optimizer=make_optimizer(t, steps), steps_per_execution=t.steps_per_execution)
     # Per-batch logs under a distribution strategy: the first replica's metrics (the default,
     # "sum", adds the workers' AUCs). Epoch logs are read across all replicas either way.
@@ -173,8 +236,11 @@ def train_model(model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, train
         from core.artifact_checks import shard_error
 
         raise shard_error(list(shard_patterns), e) from None
+    if backup_cb is not None and backup_cb.resumed_epoch != first:
+        log.warning("%s: the backup resumed at epoch %d, its data at epoch %d", name, backup_cb.resumed_epoch + 1,
+                    first + 1)
     per_epoch = train_rows if (passes and train_rows) else steps * t.batch_size
-    return _result(hist, cbs, model, per_epoch)
+    return _result(hist, cbs, model, per_epoch, first)
 
 
 def _num_batches(ds: tf.data.Dataset) -> int:
@@ -182,11 +248,20 @@ def _num_batches(ds: tf.data.Dataset) -> int:
     return n if n >= 0 else int(ds.reduce(tf.constant(0, tf.int64), lambda k, _: k + 1).numpy())
 
 
-def _result(hist, cbs, model, rows_per_epoch: int) -> TrainResult:
-    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+def _result(hist, cbs, model, rows_per_epoch: int, resumed_epoch: int = 0) -> TrainResult:
+    record = next(c for c in cbs if isinstance(c, EpochRecord))
+    epochs = sorted(record.logs)  # every epoch of the run, those of a resumed backup included
+    keys = list(dict.fromkeys(k for e in epochs for k in record.logs[e]))
+    history = {k: [_value(record.logs[e].get(k)) for e in epochs] for k in keys}
     stopper = next(c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping))
     best = stopper.best_epoch  # absolute 0-based epoch index
-    idx = hist.epoch.index(best) if best in hist.epoch else (len(hist.epoch) - 1)
+    idx = epochs.index(best) if best in epochs else (len(epochs) - 1)
     best_metrics = {k: vs[idx] for k, vs in history.items() if idx < len(vs)}
-    return TrainResult(history=history, epochs=list(hist.epoch), best_epoch=(hist.epoch[idx] + 1) if hist.epoch else 0,
-                       best_metrics=best_metrics, params=count_params(model), rows=len(hist.epoch) * rows_per_epoch)
+    return TrainResult(history=history, epochs=epochs, best_epoch=(epochs[idx] + 1) if epochs else 0,
+                       best_metrics=best_metrics, params=count_params(model), rows=len(epochs) * rows_per_epoch,
+                       resumed_epoch=resumed_epoch)
+
+
+def _value(v) -> Optional[float]:
+    """A logged value for the history: float, or None where it is undefined (NaN AUC) or missing."""
+    return None if v is None or is_undefined(float(v)) else float(v)

@@ -22,7 +22,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from pipeline.beam_options import pipeline_options
 from core.errors import PipelineError
-from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs, pipeline_errors
 from core.run_dir import atomic_dir, write_json_atomic
 from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
@@ -116,7 +116,8 @@ def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> 
     check_inputs(pattern, fmt, cfg, raw_feature_columns(cfg))
     start = time.monotonic()
     with atomic_dir(output) as tmp:
-        with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
+        # A truncated or corrupt input file surfaces as one InputError naming it, not a runner traceback.
+        with pipeline_errors(), beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
             out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir)
             _ = out["predictions"] | "WritePredictions" >> beam.io.WriteToText(
                 os.path.join(tmp, "predictions"), file_name_suffix=".jsonl")

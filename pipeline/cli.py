@@ -1,9 +1,17 @@
 """``python -m pipeline <command>``: run one stage, or all of them in order with ``run``.
 
 Global options (before or after the command): ``--config FILE``, ``--run-dir DIR``,
-repeatable ``--set dotted.key=value``, ``--debug``. Stage-specific options follow the
-command. Every ``PipelineError`` ends as one line ``error: <message>`` with the error's
-exit code (2 for usage, config and missing-file errors); ``--debug`` shows the traceback.
+repeatable ``--set dotted.key=value``, ``--force``, ``--debug``. Stage-specific options follow
+the command. Every ``PipelineError`` (and an ``OSError`` such as a full disk) ends as one line
+``error: <message>`` with the error's exit code (``core/errors.py``: 2 for usage, config and
+missing or stale inputs, 7 for disk/IO errors); ``--debug`` shows the traceback.
+
+The config (``resolve_config``): a run directory records the config its outputs were made
+with in ``config.yaml``. On a run directory that has one, a command without ``--config``
+uses it, with ``--set`` applied on top (and recorded); an explicit ``--config`` must agree
+with it (after the same ``--set``), else a ``ConfigError`` says how to proceed (drop
+``--config``, a new ``--run-dir``, or ``--force`` to replace the recorded config). A new run
+directory records ``--config`` (default ``configs/default.yaml``) plus ``--set``.
 This module imports neither TensorFlow nor Beam, so ``--help`` answers at once.
 """
 from __future__ import annotations
@@ -13,11 +21,13 @@ import logging
 import os
 import sys
 
-from core.errors import ConfigError, PipelineError
+from core.errors import ConfigError, PipelineError, storage_error
 from pipeline.stages import STAGES, stages_for_run
 from pipeline.stages.base import run_order
 
 DEFAULT_CONFIG = os.path.join("configs", "default.yaml")
+
+log = logging.getLogger("pipeline.cli")
 
 DESCRIPTION = """\
 Multi-task ranking pipeline: synthetic or your own impression logs -> Beam + TF Transform
@@ -25,14 +35,14 @@ preprocessing -> multi-task teacher with self-auxiliary towers -> distilled stud
 SavedModel for TF Serving (validated, published) -> batch predictions / serving.
 
 Each stage reads what the previous one wrote in the run directory, so any stage can be
-re-run alone. `run` executes: generate (synthetic data only), preprocess, train, evaluate,
-distill (if enabled), export, predict."""
+re-run alone. `run` executes: generate (synthetic data only), preprocess, train, distill
+(if enabled), evaluate, export, predict."""
 
 EPILOG = """\
 examples:
   python -m pipeline run                                 # everything, default synthetic data
   python -m pipeline run --config configs/census_income.yaml --run-dir runs/census
-  python -m pipeline train --set training.epochs=3 --set model.backbone=mmoe
+  python -m pipeline train --run-dir runs/census --set model.backbone=mmoe   # the run's recorded config + --set
   python -m pipeline serve --run-dir runs/default        # REST :8501, gRPC :8500
 """
 
@@ -48,13 +58,17 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Options accepted before and after the command. After the command they default to
     SUPPRESS so they do not overwrite a value given before it."""
     d = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--config", metavar="FILE", default=d if suppress else DEFAULT_CONFIG,
-                        help=f"YAML config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--config", metavar="FILE", default=d,
+                        help="YAML config (default: the run directory's recorded config.yaml, "
+                             f"or {DEFAULT_CONFIG} for a new run directory)")
     parser.add_argument("--run-dir", metavar="DIR", default=d,
                         help="run directory every stage reads from and writes to (default: runs/<config name>)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", dest="overrides",
                         default=d if suppress else [],
                         help="override a config value, e.g. --set training.epochs=3 (repeatable; value read as YAML)")
+    parser.add_argument("--force", action="store_true", default=d if suppress else False,
+                        help="with --config on a run directory recorded with a different config: "
+                             "replace the recorded config (outputs already there were made with the old one)")
     parser.add_argument("--debug", action="store_true", default=d if suppress else False,
                         help="show tracebacks and debug logs")
 
@@ -114,30 +128,136 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # outside a stage (run_stage converts those), e.g. writing config.yaml
+        if debug:
+            raise
+        error = storage_error(e)
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    import yaml
+def _config_name(path: str, overrides: list[str]) -> str:
+    """``name`` of the config at ``path`` after ``overrides`` (it names the default run directory)."""
+    from core.config import load_config, parse_override
 
+    name = load_config(path).name
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == ["name"]:
+            name = str(value)
+    return name
+
+
+def _with_beam_args(cfg, args: argparse.Namespace):
+    """``--beam-arg`` values appended to ``preprocess.beam.extra_args`` (once each)."""
+    extra = list(cfg.preprocess.beam.extra_args)
+    cfg.preprocess.beam.extra_args = extra + [a for a in (getattr(args, "beam_arg", None) or []) if a not in extra]
+    return cfg
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _differences(recorded: dict, new: dict, limit: int = 5) -> list[str]:
+    a, b = _flatten(recorded), _flatten(new)
+    keys = [k for k in list(a) + [k for k in b if k not in a] if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    def short(v) -> str:
+        text = repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    shown = [f"{k}: recorded {short(a.get(k, '<unset>'))}, now {short(b.get(k, '<unset>'))}" for k in keys[:limit]]
+    return shown + ([f"... {len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def resolve_config(args: argparse.Namespace):
+    """(config, RunDir) of a command: the run directory's recorded ``config.yaml`` when it has
+    one and ``--config`` is not given; ``--config`` (default ``configs/default.yaml``) for a new
+    run directory; ``--set`` on top of either. An explicit ``--config`` that differs from the
+    recorded config (both after ``--set``) is a ``ConfigError`` unless ``--force``."""
     from core.config import config_to_dict, load_config
-    from core.run_dir import RunDir, Summary
-    from pipeline.stages import run_stage
+    from core.run_dir import RunDir
 
     from models import backbones, distillation_losses  # noqa: F401  (register model.backbone and distill.mode)
 
-    cfg = load_config(args.config, _apply_cli_overrides(args))
-    if getattr(args, "beam_arg", None):
-        cfg.preprocess.beam.extra_args = list(cfg.preprocess.beam.extra_args) + list(args.beam_arg)
-    run_dir = RunDir(args.run_dir or os.path.join("runs", cfg.name))
+    overrides = _apply_cli_overrides(args)
+    path = args.config or DEFAULT_CONFIG
+    run_dir = RunDir(args.run_dir or os.path.join("runs", _config_name(path, overrides)))
+    recorded_file = run_dir.config_file
+    if not os.path.exists(recorded_file):
+        return _with_beam_args(load_config(path, overrides), args), run_dir
+    try:
+        load_config(recorded_file)
+        recorded_error = None
+    except ConfigError as e:
+        recorded_error = e
+    if args.config is None:
+        if recorded_error is not None:
+            raise ConfigError(f"{recorded_file} (this run directory's recorded config): {recorded_error}; fix it, "
+                              "or pass --config FILE --force to replace it") from None
+        log.info("config: %s (recorded by this run directory)%s", recorded_file,
+                 f" with {len(overrides)} override(s)" if overrides else "")
+        return _with_beam_args(load_config(recorded_file, overrides), args), run_dir
+    cfg = _with_beam_args(load_config(path, overrides), args)
+    if recorded_error is not None:
+        diffs = [f"the recorded config is invalid ({recorded_error})"]
+    else:
+        diffs = _differences(config_to_dict(_with_beam_args(load_config(recorded_file, overrides), args)),
+                             config_to_dict(cfg))
+    if diffs and not getattr(args, "force", False):
+        raise ConfigError(
+            f"--config {path} differs from the config this run directory was made with ({recorded_file}): "
+            f"{'; '.join(diffs)}. To continue this run, drop --config (the recorded config is the default; "
+            "change a value with --set KEY=VALUE, which is recorded); to start a new run, pass a new --run-dir; "
+            "to replace the recorded config anyway, add --force")
+    if diffs:
+        log.warning("config: --force: replacing %s with %s (%s)", recorded_file, path, "; ".join(diffs))
+    return cfg, run_dir
+
+
+def record_config(cfg, run_dir) -> bool:
+    """Writes ``config.yaml`` and summary.json's ``config`` when they differ from ``cfg``;
+    True when something was written."""
+    import yaml
+
+    from core.config import config_to_dict
+    from core.run_dir import Summary, write_text_atomic
+
+    data = config_to_dict(cfg)
     os.makedirs(run_dir.root, exist_ok=True)
-    tmp = f"{run_dir.config_file}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, run_dir.config_file)
-    Summary(run_dir).update(lambda data: data.__setitem__("config", config_to_dict(cfg)))
+    changed = False
+    recorded = None
+    if os.path.exists(run_dir.config_file):
+        try:
+            with open(run_dir.config_file, encoding="utf-8") as f:
+                recorded = yaml.safe_load(f)
+        except yaml.YAMLError:  # an invalid recorded config replaced with --force
+            recorded = None
+    if recorded != data:
+        write_text_atomic(run_dir.config_file, yaml.safe_dump(data, sort_keys=False))
+        changed = True
+    summary = Summary(run_dir)
+    if summary.load().get("config") != data:
+        summary.update(lambda d: d.__setitem__("config", data))
+        changed = True
+    return changed
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pipeline.stages import run_stage
+
+    cfg, run_dir = resolve_config(args)
+    record_config(cfg, run_dir)
 
     names = stages_for_run(cfg) if args.command == "run" else [args.command]
     for i, name in enumerate(names, 1):

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
-from serving.status import INTERNAL, RequestError, invalid
+from serving.status import INTERNAL, RequestError, invalid, redact_paths
 
 log = logging.getLogger("serving.grpc")
 
@@ -36,7 +36,7 @@ def _handled(method):
             context.abort(e.grpc_code, e.message)
         except Exception as e:  # noqa: BLE001  (the server keeps running)
             log.exception("internal error in %s", method.__name__)
-            err = RequestError(INTERNAL, f"{type(e).__name__}: {e}")
+            err = RequestError(INTERNAL, redact_paths(f"{type(e).__name__}: {e}"))
             context.abort(err.grpc_code, err.message)
 
     return wrapper
@@ -143,11 +143,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class GrpcServer:
-    """A grpc server on (host, port) with both servicers; port 0 picks a free one."""
+    """A grpc server on (host, port) with both servicers; port 0 picks a free one.
 
-    def __init__(self, api, host: str = "127.0.0.1", port: int = 8500, max_workers: int = 8):
+    ``max_workers`` threads run calls; a request message over ``max_message_bytes`` is refused
+    by gRPC itself with RESOURCE_EXHAUSTED (``serving.max_body_bytes``).
+    """
+
+    def __init__(self, api, host: str = "127.0.0.1", port: int = 8500, max_workers: int = 16,
+                 max_message_bytes: int = 4 << 20):
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                                  options=[("grpc.max_receive_message_length", 64 << 20)])
+                                  options=[("grpc.max_receive_message_length", max_message_bytes)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(api), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(api), self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")

@@ -8,29 +8,62 @@
   the signature has one output); columnar -> ``{"outputs": {...}}`` (or a plain list);
 * Classify/Regress requests carry ``"examples"``: objects of feature -> value(s), turned
   into ``tf.Example`` (str/b64 -> bytes_list, int -> int64_list, float -> float_list), with
-  optional ``"context"`` features added to every example.
+  optional ``"context"`` features added to every example. A feature is a flat list of
+  non-null values; float features must be finite float32 numbers and integer ones int64s.
+
+Decoding is iterative, so any nesting depth ``json.loads`` accepts is a 400 at worst, never a
+RecursionError.
 """
 from __future__ import annotations
 
 import base64
+import reprlib
 
 import numpy as np
 
 from serving.status import invalid
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 3, 6, 40, 40
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def _short(value) -> str:
+    """A bounded repr of a request value (reprlib: no recursion into deep nesting)."""
+    return _SHORT.repr(value)
+
+
+def _decode_object(value: dict):
+    if set(value) == {"b64"}:
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (ValueError, TypeError) as e:  # binascii.Error, and non-ASCII str, are ValueErrors
+            raise invalid(f"Unable to base64 decode: {e}") from None
+    raise invalid(f"unexpected JSON object {sorted(value)}; only {{\"b64\": ...}} objects are values")
+
+
 def decode_value(value):
-    """Replaces ``{"b64": ...}`` objects (at any depth) by bytes."""
+    """Replaces ``{"b64": ...}`` objects (at any depth) by bytes; lists are copied, iteratively."""
     if isinstance(value, dict):
-        if set(value) == {"b64"}:
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except (ValueError, TypeError) as e:  # binascii.Error, and non-ASCII str, are ValueErrors
-                raise invalid(f"Unable to base64 decode: {e}") from None
-        raise invalid(f"unexpected JSON object {sorted(value)}; only {{\"b64\": ...}} objects are values")
-    if isinstance(value, list):
-        return [decode_value(v) for v in value]
-    return value
+        return _decode_object(value)
+    if not isinstance(value, list):
+        return value
+    out: list = []
+    stack = [(iter(value), out)]
+    while stack:
+        items, dst = stack[-1]
+        for v in items:
+            if isinstance(v, list):
+                child: list = []
+                dst.append(child)
+                stack.append((iter(v), child))
+                break
+            dst.append(_decode_object(v) if isinstance(v, dict) else v)
+        else:
+            stack.pop()
+    return out
 
 
 def _is_named(item) -> bool:
@@ -99,14 +132,37 @@ def _feature(name: str, value):
 
     values = value if isinstance(value, list) else [value]
     values = decode_value(values)
+    for i, v in enumerate(values):
+        if v is None:
+            raise invalid(f"feature '{name}': null (missing value) at position {i}; omit the feature "
+                          "or give it a value")
+        if isinstance(v, list):
+            raise invalid(f"feature '{name}': nested lists are not allowed; a tf.Example feature is a flat "
+                          f"list of values, got {_short(value)}")
     if all(isinstance(v, (bytes, str)) for v in values):
         return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
             value=[v.encode("utf-8") if isinstance(v, str) else v for v in values]))
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        for v in values:
+            if not _INT64_MIN <= v <= _INT64_MAX:
+                raise invalid(f"feature '{name}': integer {_short(v)} is out of the int64 range")
         return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=values))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        for v in values:
+            if not _finite_float32(v):
+                raise invalid(f"feature '{name}': {_short(v)} is not a finite float32; NaN, Infinity and "
+                              f"numbers beyond float32's range (about ±3.4e38) are not valid values")
         return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
-    raise invalid(f"feature '{name}': values must be all strings, all integers or all numbers, got {value!r}")
+    raise invalid(f"feature '{name}': values must be all strings, all integers or all numbers, got {_short(value)}")
+
+
+def _finite_float32(v) -> bool:
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond float64
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(f)))
 
 
 def examples_from_json(body: dict) -> list[bytes]:

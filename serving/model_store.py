@@ -11,7 +11,16 @@ the served version; the previous version is unloaded after its in-flight request
 reported (state END with its error) and the current version keeps serving. Every state
 change happens under one lock; requests take a reference (``acquire``) and run unlocked.
 
-States follow TF Serving's ``ModelVersionStatus``: LOADING, AVAILABLE, UNLOADING, END.
+Versions copied in file by file (rsync, ``gsutil cp``, a slow ``cp -r``) rather than renamed
+into place: a version is loaded only once its contents (file names, sizes and mtimes, the
+``fingerprint``) are the same on two consecutive polls, i.e. unchanged for a poll interval
+(state START meanwhile); if they change while it loads, the load is discarded and the
+version waits again. A version that failed is retried when its contents change, so a copy
+that completes after a failed attempt, or a corrupt version replaced by a good one under
+the same number, is loaded then. (TF Serving retries failed loads too:
+``--max_num_load_retries``.) Error messages name files relative to the base directory.
+
+States follow TF Serving's ``ModelVersionStatus``: START, LOADING, AVAILABLE, UNLOADING, END.
 """
 from __future__ import annotations
 
@@ -23,22 +32,42 @@ from dataclasses import dataclass, field
 
 from serving import versions
 from serving.session_model import SessionModel
-from serving.status import not_found
+from serving.status import not_found, redact_paths
 from serving.warmup import replay_warmup
 
 log = logging.getLogger("serving.model_store")
 
-LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 
 
 @dataclass
 class _Servable:
     version: int
-    state: str = LOADING
+    state: str = START
     error: str = ""
     model: SessionModel | None = None
     in_flight: int = 0
     done: threading.Condition = field(default_factory=threading.Condition)
+    fingerprint: tuple | None = None  # contents when last looked at (START) or loaded (failed or not)
+
+
+def fingerprint(path: str) -> tuple | None:
+    """Sorted (relative path, size, mtime_ns) of every file and directory (size -1) under
+    ``path``; None if something vanished while it was being listed."""
+    out = []
+    try:
+        for root, dirs, files in os.walk(path, onerror=_raise):
+            for name, is_dir in [(d, True) for d in dirs] + [(f, False) for f in files]:
+                full = os.path.join(root, name)
+                st = os.stat(full)
+                out.append((os.path.relpath(full, path), -1 if is_dir else st.st_size, st.st_mtime_ns))
+    except OSError:
+        return None
+    return tuple(sorted(out))
+
+
+def _raise(error: OSError):
+    raise error
 
 
 class ModelStore:
@@ -73,30 +102,66 @@ class ModelStore:
                       if not n.startswith(".") and os.path.isdir(os.path.join(self.base_dir, n)))
 
     def poll_once(self) -> None:
-        """Loads the latest version of each model if it is new; unloads superseded ones."""
+        """One look at the base directory: the latest version of each model is noted (START)
+        when new or changed since a failed load, loaded once it is unchanged since the last
+        look, and served if the load succeeds; superseded versions are unloaded."""
         for name in self.model_names():
             on_disk = versions.list_versions(os.path.join(self.base_dir, name))
             if not on_disk:
                 continue
             latest = on_disk[-1]
+            fp = fingerprint(versions.version_dir(os.path.join(self.base_dir, name), latest))
             with self._lock:
                 known = self._models.setdefault(name, {})
-                if latest in known:
+                for v in [v for v, x in known.items() if x.state == START and v != latest]:
+                    del known[v]  # superseded (or deleted) before it ever settled
+                s = known.get(latest)
+                if s is None:
+                    known[latest] = _Servable(latest, fingerprint=fp)
+                    log.info("%s version %d found; loading it once its files are unchanged for a poll",
+                             name, latest)
                     continue
-                known[latest] = _Servable(latest)
-            self._load(name, latest)
+                if s.state == END and s.error and s.model is None and fp != s.fingerprint:
+                    log.info("%s version %d changed since it failed to load; retrying once it is stable",
+                             name, latest)
+                    s.state, s.error, s.fingerprint = START, "", fp
+                    continue
+                if s.state != START:
+                    continue
+                if fp is None or fp != s.fingerprint:  # still being written
+                    s.fingerprint = fp
+                    continue
+                s.state = LOADING
+            self._load(name, latest, fp)
 
-    def _load(self, name: str, version: int) -> None:
+    def _load(self, name: str, version: int, fp: tuple | None = None) -> None:
         path = versions.version_dir(os.path.join(self.base_dir, name), version)
         log.info("loading %s version %d from %s", name, version, path)
+        model = None
         try:
             model = self._loader(path)
             n = replay_warmup(model, path) if self._warmup else 0
         except Exception as e:  # noqa: BLE001  (a bad version must not stop the server)
-            log.error("%s version %d failed to load: %s", name, version, e)
+            error = e
+        else:
+            error = None
+        after = fingerprint(path)
+        if fp is not None and after != fp:  # files changed while loading: wait until they settle
+            log.info("%s version %d changed while loading; loading it again once it is stable", name, version)
+            if model is not None:
+                model.close()
             with self._lock:
                 s = self._models[name][version]
-                s.state, s.error = END, f"{type(e).__name__}: {e}"
+                s.state, s.error, s.fingerprint = START, "", after
+            return
+        if error is not None:
+            log.error("%s version %d failed to load: %s", name, version, error)
+            if model is not None:
+                model.close()
+            with self._lock:
+                s = self._models[name][version]
+                s.state, s.error, s.fingerprint = END, redact_paths(f"{type(error).__name__}: {error}",
+                                                                    self.base_dir), after
             return
         with self._lock:
             s = self._models[name][version]
@@ -127,7 +192,8 @@ class ModelStore:
         log.info("%s version %d unloaded", name, s.version)
 
     def start(self) -> "ModelStore":
-        """Polls once now, then every ``poll_seconds`` in a daemon thread."""
+        """Polls once now, then every ``poll_seconds`` in a daemon thread (so the versions on
+        disk at start are loaded at the second poll, once seen unchanged)."""
         self.poll_once()
         self._thread = threading.Thread(target=self._run, name="model-store-poll", daemon=True)
         self._thread.start()

@@ -29,17 +29,30 @@ class ModelServer:
       poll_seconds: how often to look for new versions.
       max_batch_size: largest batch a request may carry (larger: 400 / INVALID_ARGUMENT).
       loader: builds a loaded model from a version directory (tests inject fakes).
+      max_body_bytes: largest REST body (larger: 413, never read) and gRPC message.
+      header_timeout_seconds, body_timeout_seconds: REST read timeouts (``serving.rest.RestServer``).
+      worker_threads: request threads of each front end.
+      max_connections: open REST connections (beyond: 503).
+    The limits' defaults are ``core.config.ServingConfig``'s (``serving.*`` keys).
     """
 
     def __init__(self, base_dir: str, host: str = "127.0.0.1", rest_port: int | None = 8501,
                  grpc_port: int | None = 8500, poll_seconds: float = 2.0, max_batch_size: int = 1024,
-                 loader=SessionModel):
+                 loader=SessionModel, *, max_body_bytes: int = 4 << 20, header_timeout_seconds: float = 10.0,
+                 body_timeout_seconds: float = 30.0, worker_threads: int = 16, max_connections: int = 256):
         if rest_port is None and grpc_port is None:
             raise ValueError("at least one of rest_port and grpc_port must be set. Received: both None")
         self.store = ModelStore(base_dir, poll_seconds, loader=loader)
         self.api = ServingApi(self.store, max_batch_size)
         self.host = host
         self._rest_port, self._grpc_port = rest_port, grpc_port
+        self._rest_limits = {"max_body_bytes": max_body_bytes, "header_timeout_seconds": header_timeout_seconds,
+                             "body_timeout_seconds": body_timeout_seconds, "worker_threads": worker_threads,
+                             "max_connections": max_connections}
+        from serving.rest import check_limits
+
+        check_limits(**self._rest_limits)  # a bad limit fails here, not at start()
+        self._grpc_limits = {"max_workers": worker_threads, "max_message_bytes": max_body_bytes}
         self.rest = self.grpc = None
 
     def start(self) -> "ModelServer":
@@ -49,9 +62,9 @@ class ModelServer:
         self.store.start()
         try:
             if self._rest_port is not None:
-                self.rest = RestServer(self.api, self.host, self._rest_port).start()
+                self.rest = RestServer(self.api, self.host, self._rest_port, **self._rest_limits).start()
             if self._grpc_port is not None:
-                self.grpc = GrpcServer(self.api, self.host, self._grpc_port).start()
+                self.grpc = GrpcServer(self.api, self.host, self._grpc_port, **self._grpc_limits).start()
         except OSError as e:
             self.stop()
             raise ServingError(f"cannot bind {self.host}: {e}") from None

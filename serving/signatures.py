@@ -8,7 +8,8 @@ only). Its signatures:
   one ``<task>_probability`` per model probability output (``ctcvr_probability`` in ESMM
   mode), each float32 ``[None]``;
 * ``predict_raw``: one tensor per raw feature (string for categoricals, float32 for
-  numerics, ``[None]``) -> the same outputs, for JSON clients;
+  numerics, ``[None]``), keyed by the column names exactly as configured (``item-price``
+  stays ``item-price``) -> the same outputs, for JSON clients;
 * ``classification`` (method ``tensorflow/serving/classify``): ``inputs`` (serialized
   examples) -> ``scores`` float32 ``[None, 2]`` (P(0), P(1)) and ``classes`` string
   ``[None, 2]`` ("0", "1") for the configured task;
@@ -22,6 +23,7 @@ Classify/Regress APIs and tfx-bsl's RunInference check.
 from __future__ import annotations
 
 import os
+import re
 
 import tensorflow as tf
 
@@ -31,6 +33,10 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 PROBABILITY_SUFFIX = "_probability"
+
+# What a SignatureDef input key built from a TensorSpec name can be (TensorFlow's op-name
+# rule). ``core.config`` admits only feature names that match it, so this is a safety net.
+SIGNATURE_KEY = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*")
 
 
 def probability_outputs(output_names) -> list[str]:
@@ -57,6 +63,10 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_layer
         self.model = keras_model
         self._feature_spec = dict(feature_spec)
+        bad = [k for k in self._feature_spec if not SIGNATURE_KEY.fullmatch(k)]
+        if bad:
+            raise ValueError(f"raw feature name(s) {bad} cannot be predict_raw signature keys (allowed: letters, digits, "
+                             "'_', '-' and '.', not starting with '_' or '-'); rename the column(s)")
         self._model_inputs = list(model_inputs)
         self._outputs = None
         # One raw row of defaults ('' / 0) traces the chain and gives the output names.
@@ -85,16 +95,22 @@ class ServingModule(tf.Module):
 
     def signatures(self) -> dict:
         """Concrete functions keyed by signature name, ready for ``tf.saved_model.save``."""
+        # One dict argument, keyed by the raw feature names as the user wrote them. The
+        # SignatureDef input keys come from the TensorSpec names (so they are the user's names
+        # too); ``**kwargs`` would not do: tf.function rewrites keyword names that are not
+        # Python identifiers (``item-price`` -> ``item_price``) and the TF Transform layer
+        # then rejects the inputs.
         raw_specs = {k: tf.TensorSpec([None], v.dtype, name=k) for k, v in self._feature_spec.items()}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serving_default(examples):
             return self._predict(self._parse(examples))
 
-        def predict_raw(**raw):
+        @tf.function(input_signature=[raw_specs])
+        def predict_raw(raw):
             return self._predict(raw)
 
-        predict_raw_fn = tf.function(predict_raw).get_concrete_function(**raw_specs)
+        predict_raw_fn = predict_raw.get_concrete_function()
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
         def classification(inputs):

@@ -7,6 +7,9 @@ matching ``grpc.StatusCode``.
 """
 from __future__ import annotations
 
+import os
+import re
+
 import grpc
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -50,3 +53,21 @@ def invalid(message: str) -> RequestError:
 
 def not_found(message: str) -> RequestError:
     return RequestError(NOT_FOUND, message)
+
+
+# An absolute path not inside a relative one: "/x/y" after a start, space, quote, bracket, "=".
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~\-/])/[^\s'\"`,;:()\[\]{}<>|]+")
+
+
+def redact_paths(message: str, base_dir: str | None = None) -> str:
+    """``message`` without absolute file paths, for clients (model status, internal errors).
+
+    Paths under ``base_dir`` become relative to it (``<model>/<version>/saved_model.pb``);
+    any other absolute path is cut to its last component (``.../name``). The server's log
+    keeps the full message.
+    """
+    if base_dir:
+        roots = {os.path.abspath(base_dir), os.path.realpath(base_dir)}
+        for root in sorted(roots, key=len, reverse=True):
+            message = message.replace(root.rstrip(os.sep) + os.sep, "").replace(root, ".")
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], message)

@@ -17,9 +17,13 @@ pass a stream, so the DirectRunner's memory stays flat as the data grows; the an
 only validates and splits (its Beam counters are in the ``preprocess_analysis`` namespace).
 
 Everything is written into a temporary directory beside ``run_dir.preprocess_dir`` and moved
-into place only after the pipeline succeeded and the dead-letter fraction is within
-``preprocess.max_dead_letter_fraction``; above it the stage raises ``DataValidationError`` and
-keeps the dead letters and stats in ``run_dir.rejected_dir`` for inspection.
+into place only after the pipeline succeeded, the dead-letter fraction is within
+``preprocess.max_dead_letter_fraction`` and the training split holds at least one record;
+otherwise the stage raises ``DataValidationError`` (``InputError`` for an input without any
+record) and keeps the dead letters and stats in ``run_dir.rejected_dir`` for inspection. A
+truncated or corrupt input file is read up to the damage and, after the run, fails the stage
+with one ``InputError`` naming it (``raw_io.raise_file_errors``): no worker raises, so no
+runner prints a traceback.
 
 Example::
 
@@ -40,7 +44,8 @@ from core import features
 
 from pipeline.preprocess import stats as preprocess_stats
 from pipeline.beam_options import pipeline_options
-from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs
+from pipeline.preprocess.raw_io import (FILE_ERRORS, ReadRawRecords, check_has_records, check_inputs,
+                                        pipeline_errors, raise_file_errors, write_file_errors)
 from pipeline.preprocess.record_batches import ToRecordBatches, raw_tensor_adapter_config
 from core.run_dir import RunDir, write_json_atomic
 from core.splits import SPLITS, split_columns
@@ -51,6 +56,7 @@ from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 log = logging.getLogger("pipeline.preprocess.job")
 
 COUNTS_FILE = "_counts.jsonl"
+FILE_ERRORS_FILE = "_file_errors.jsonl"
 
 
 class PreprocessLayout:
@@ -68,6 +74,7 @@ class PreprocessLayout:
         self.stats = inside(run_dir.stats_file)
         self.dead_letters = inside(run_dir.dead_letter_dir)
         self.counts = os.path.join(root, COUNTS_FILE)
+        self.file_errors = os.path.join(root, FILE_ERRORS_FILE)
         self.tft_temp = os.path.join(root, "_tft_tmp")
 
     def split_prefix(self, split: str) -> str:
@@ -84,7 +91,9 @@ class ReadValidSplits(beam.PTransform):
 
     Returns:
       ``{"read": records, "valid": typed records, "dead_letters": dead letters,
-      "train" / "validation" / "test": typed records of each split}``.
+      "train" / "validation" / "test": typed records of each split, "file_errors": the
+      input files that are truncated or corrupt (read up to the damage; the driver fails
+      the stage on them after the run, see ``raw_io.raise_file_errors``)}``.
     """
 
     def __init__(self, pattern: str, fmt: str, cfg, namespace: str = "preprocess"):
@@ -94,11 +103,14 @@ class ReadValidSplits(beam.PTransform):
     def expand(self, pbegin):
         cfg = self._cfg
         split_cfg = cfg.preprocess.split
-        records = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, cfg, namespace=self._namespace)
+        read = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, cfg, namespace=self._namespace,
+                                                           file_errors="output")
+        records = read["records"]
         checked = records | "ValidateRecords" >> ValidateRecords(cfg, require_labels=True, namespace=self._namespace)
         splits = checked.valid | "SplitRecords" >> SplitRecords(
             split_columns(cfg, features.raw_columns(cfg)), (split_cfg.train, split_cfg.validation, split_cfg.test))
-        return {"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters, **splits}
+        return {"read": records, "valid": checked.valid, "dead_letters": checked.dead_letters,
+                FILE_ERRORS: read[FILE_ERRORS], **splits}
 
 
 def _record_batches(split, cfg, label: str):
@@ -119,6 +131,7 @@ def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: Prepro
     data = p | "TransformPass" >> ReadValidSplits(pattern, fmt, cfg)
     _ = data["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
     _ = data | "CountRecords" >> preprocess_stats.CountRecords(layout.counts)
+    _ = write_file_errors(data[FILE_ERRORS], layout.file_errors)
     for s in SPLITS:
         transformed = (((_record_batches(data[s], cfg, s), adapter), transform_fn)
                        | f"TransformDataset[{s}]" >> tft_beam.TransformDataset(output_record_batches=True))
@@ -148,14 +161,18 @@ def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dic
     """Runs the pipeline into ``root`` and writes feature info, raw spec and stats there."""
     layout = PreprocessLayout(run_dir, root)
     files = check_inputs(pattern, fmt, cfg, features.raw_columns(cfg))
+    check_has_records(files, fmt, cfg)
     log.info("preprocess: %d input file(s) matching %s (%s), runner %s", len(files), pattern, fmt,
              cfg.preprocess.beam.runner)
     start = time.monotonic()
-    with tft_beam.Context(temp_dir=layout.tft_temp):
+    with pipeline_errors(), tft_beam.Context(temp_dir=layout.tft_temp):
         with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam)) as p:
             build_pipeline(p, cfg, pattern, fmt, layout)
     wall = time.monotonic() - start
     shutil.rmtree(layout.tft_temp, ignore_errors=True)
+    raise_file_errors(layout.file_errors)  # a truncated or corrupt input file fails the stage
+    if os.path.exists(layout.file_errors):
+        os.remove(layout.file_errors)
     stats = preprocess_stats.build_stats(preprocess_stats.read_counts(layout.counts), wall,
                                          {"pattern": pattern, "format": fmt, "files": len(files)})
     os.remove(layout.counts)

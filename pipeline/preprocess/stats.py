@@ -4,7 +4,8 @@
 ``["dead:<reason>", n]``, ``["split:<name>", n]``) as part of the pipeline, so the counts do
 not depend on a runner's metrics support (the Beam counters report the same numbers for
 monitoring). ``build_stats`` turns them into ``stats.json`` and checks the invariant
-read = valid + dead-lettered; ``check_dead_letter_fraction`` enforces the configured maximum.
+read = valid + dead-lettered; ``check_dead_letter_fraction`` enforces the configured maximum
+and ``check_training_records`` that training has something to train on.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 
 import apache_beam as beam
 
-from core.errors import DataValidationError, PipelineError
+from core.errors import DataValidationError, InputError, PipelineError
 from core.figures import pyplot, save_figure
 from core.splits import SPLITS
 
@@ -90,6 +91,21 @@ def check_dead_letter_fraction(stats: dict, max_fraction: float, dead_letter_dir
         f"({100 * stats['dead_letter_fraction']:.2f}%) failed validation, above "
         f"preprocess.max_dead_letter_fraction={max_fraction:g}; top reasons: {reasons}; "
         f"see the dead letters in {dead_letter_dir}")
+
+
+def check_training_records(stats: dict, pattern: str) -> None:
+    """``InputError`` when the input held no record at all (empty files, a CSV header only),
+    ``DataValidationError`` when no valid record landed in the training split."""
+    files = stats.get("input", {}).get("files")
+    where = f"{pattern!r}" + (f" ({files} file{'s' if files != 1 else ''})" if files is not None else "")
+    if stats["rows_read"] == 0:
+        raise InputError(f"no records in the input {where}: the files are empty or hold only a CSV header; "
+                         "there is nothing to train on")
+    if stats["rows_per_split"].get("train", 0) == 0:
+        raise DataValidationError(
+            f"no valid training records in the input {where}: read {stats['rows_read']}, valid {stats['valid']}, "
+            f"dead-lettered {stats['dead_lettered']} ({stats['by_reason'] or 'none'}), per split "
+            f"{stats['rows_per_split']}")
 
 
 def report_markdown(stats: dict, feature_info: dict | None = None) -> str:

@@ -10,18 +10,31 @@ A stage module (``pipeline/stages/<name>.py``) registers itself once::
 
 and imports TensorFlow and Beam only inside ``run``, so ``python -m pipeline --help`` (which
 imports every stage module to list its flags) answers at once.
+
+What ``run_stage`` guarantees for every stage:
+
+* inputs: before it starts, each stage it reads from (``STAGE_INPUTS``) whose outputs exist
+  must have succeeded on its last attempt; else one ``InputError`` naming the stage to re-run
+  (nothing is recorded for the refused stage);
+* its own outputs are marked in-progress (``"status": "running"`` in summary.json) while it
+  runs, and ``"ok"``/``"failed"`` after; a kill leaves ``"running"``, so later stages refuse
+  the leftovers too;
+* an ``OSError`` (disk full, permissions, ...) ends as a ``StorageError`` (exit code 7) naming
+  the stage and the file, not a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from core.config import PipelineConfig
+from core.errors import InputError, PipelineError, find_os_error, storage_error
 from core.registry import Registry
-from core.run_dir import RunDir, Summary
+from core.run_dir import RunDir, Summary, remove_publish_leftovers
 
 log = logging.getLogger("pipeline")
 
@@ -117,26 +130,93 @@ def stages_for_run(cfg: PipelineConfig) -> list[str]:
     return order
 
 
+# The stages whose outputs (``core.run_dir.STAGE_OUTPUTS``) each stage reads. A new stage that
+# reads another stage's output adds a line here. (``export``'s published versions are not
+# listed: a failed export publishes nothing and leaves the earlier versions valid.)
+STAGE_INPUTS = {
+    "preprocess": ("generate",),
+    "train": ("preprocess",),
+    "evaluate": ("preprocess", "train", "distill"),
+    "distill": ("preprocess", "train"),
+    "export": ("preprocess", "train", "distill"),
+    "predict": ("generate",),
+    "pareto": ("preprocess",),
+}
+
+
+def stage_inputs(name: str, cfg: PipelineConfig, opts) -> list[str]:
+    """The producers of what stage ``name`` reads for this config and these options."""
+    inputs = list(STAGE_INPUTS.get(name, ()))
+    if "generate" in inputs and (cfg.data.source != "synthetic" or getattr(opts, "input", None)):
+        inputs.remove("generate")  # reads data.path / --input, not the generated logs
+    if name == "export" and getattr(opts, "model", None) == "teacher":
+        inputs.remove("distill")
+    return inputs
+
+
+def check_inputs(name: str, cfg: PipelineConfig, run_dir: RunDir, opts) -> None:
+    """``InputError`` when an output ``name`` reads is left by a producer whose last attempt
+    failed or never finished: ``<stage>: cannot use <path>: the last `<producer>` attempt
+    failed at ...; re-run `python -m pipeline <producer> --run-dir ...`, then `<stage>```."""
+    for producer in stage_inputs(name, cfg, opts):
+        present = [p for p in run_dir.stage_outputs(producer) if os.path.exists(p)]
+        problem = run_dir.stage_problem(producer) if present else None
+        if problem:
+            raise InputError(f"{name}: cannot use {present[0]}: {problem}, then `{name}`")
+
+
+def _as_pipeline_error(name: str, run_dir: RunDir, error: BaseException) -> BaseException:
+    """An ``OSError`` (or one wrapped by TensorFlow/Beam) as the stage's one-line ``StorageError``."""
+    if isinstance(error, PipelineError) or not isinstance(error, Exception):
+        return error
+    os_error = find_os_error(error)
+    return storage_error(os_error, name, run_dir.root) if os_error is not None else error
+
+
+def _record_failure(summary: Summary, run_dir: RunDir, name: str, wall: float, error: BaseException) -> None:
+    """Records the failed attempt; a failure to record it (the disk is full) only logs: the
+    entry then stays "running", which later stages refuse as well."""
+    from pipeline import report
+
+    try:
+        summary.record_stage(name, "failed", wall, {"error": f"{type(error).__name__}: {error}"})
+        report.write_report(run_dir)
+    except Exception as e:  # noqa: BLE001  (the original error is what the user must see)
+        log.warning("stage %s: could not record the failure in %s (%s: %s)", name, summary.file, type(e).__name__, e)
+
+
 def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Namespace) -> StageResult:
-    """Runs one stage, records it in summary.json and re-renders the report."""
+    """Checks the stage's inputs, marks it running, runs it, records it in summary.json and
+    re-renders the report (see the module docstring for the guarantees)."""
     from pipeline import report
 
     entry = STAGES.get(name)
     summary = Summary(run_dir)
+    remove_publish_leftovers(run_dir.root)
+    check_inputs(name, cfg, run_dir, opts)
     log.info("stage %s: started", name)
     start = time.monotonic()
     try:
+        summary.record_start(name)
         result = entry.run(cfg, run_dir, opts)
         if not isinstance(result, StageResult):
             raise TypeError(f"stage {name!r} returned {type(result).__name__}, expected StageResult")
     except BaseException as e:
-        summary.record_stage(name, "failed", time.monotonic() - start, {"error": f"{type(e).__name__}: {e}"})
-        report.write_report(run_dir)
+        error = _as_pipeline_error(name, run_dir, e)
+        _record_failure(summary, run_dir, name, time.monotonic() - start, error)
+        if error is not e:
+            raise error from e
         raise
     wall = time.monotonic() - start
     if result.record:
-        summary.record_stage(name, "ok", wall, result.to_summary())
-        report.write_report(run_dir)
+        try:
+            summary.record_stage(name, "ok", wall, result.to_summary())
+            report.write_report(run_dir)
+        except Exception as e:
+            error = _as_pipeline_error(name, run_dir, e)
+            if error is e:
+                raise
+            raise error from e
     log.info("stage %s: done in %.1f s", name, wall)
     if result.message:
         print(result.message, flush=True)

@@ -39,7 +39,7 @@ def run(cfg, run_dir, opts) -> StageResult:
     roles = [r for r in ROLES if model_io.has_serving_model(run_dir.model_dir(r))]
     if not roles:
         raise InputError(f"no trained model under {run_dir.root}; run `python -m pipeline train` first")
-    results, curves = {}, {t: {} for t in cfg.task_names}
+    results, curves, oracle_curves = {}, {t: {} for t in cfg.task_names}, {}
     rows = 0
     for role in roles:
         model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir.model_dir(role), run_dir.role_stage(role))
@@ -51,12 +51,27 @@ def run(cfg, run_dir, opts) -> StageResult:
         for t in tasks:
             curves[t.name][role] = M.reliability(arrays[label_key(t.name)], arrays[eval_output_key(t.name, model_cfg, funnel)])
             col = cfg.data.oracle.get(t.name)
-            if col and col in arrays and "oracle" not in curves[t.name]:
-                curves[t.name]["oracle"] = M.reliability(arrays[label_key(t.name)], arrays[col])
+            if col and col in arrays and t.name not in oracle_curves:
+                oracle_curves[t.name] = M.reliability(arrays[label_key(t.name)], arrays[col])
         log.info("evaluated %s on %d test examples: %s", role, rows,
                  {t: round(m["auc"], 4) for t, m in results[role].items()})
+    for task, c in oracle_curves.items():  # after every model: the reference, drawn last
+        curves[task]["oracle"] = c
     plot_paths = []
     for task, c in curves.items():
-        path = plots.reliability_diagram(c, os.path.join(run_dir.plots_dir, f"calibration_{task}.png"), f"reliability: {task}")
+        path = plots.reliability_diagram(c, os.path.join(run_dir.plots_dir, f"calibration_{task}.png"),
+                                         f"reliability: {task} (test split; {', '.join(c)})")
         plot_paths.append(os.path.relpath(path, run_dir.root))
-    return StageResult(rows=rows, models=results, metrics={"roles": roles}, plots=plot_paths, report=_report(results, cfg.data.oracle))
+    report = _report(results, cfg.data.oracle) + "\n\n" + _plots_report(curves, plot_paths)
+    metrics = {"roles": roles, "calibration_curves": {task: list(c) for task, c in curves.items()}}
+    return StageResult(rows=rows, models=results, metrics=metrics, plots=plot_paths, report=report,
+                       extra={"rows_unit": "test examples (each model)"})
+
+
+def _plots_report(curves: dict, plot_paths: list[str]) -> str:
+    """The calibration plots in this stage's report section (so a staleness mark covers them)."""
+    lines = ["Calibration per task (quantile bins of each model's prediction, 95% intervals; "
+             "the diagonal is perfect calibration):", ""]
+    for (task, c), path in zip(curves.items(), plot_paths):
+        lines.append(f"![calibration {task}: {', '.join(c)}]({path})")
+    return "\n".join(lines)

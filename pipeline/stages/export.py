@@ -46,7 +46,8 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
                                 for t, m in blessing["metrics"].items()) + " |",
         "", f"![export gate]({plot})",
     ])
-    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"], role, out["example"]))
+    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"], role, out["example"]),
+                       extra={"rows_unit": "test examples (gate)"})
 
 
 def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:

@@ -1,5 +1,7 @@
 """``python -m pipeline preprocess``: the Beam + TF Transform job (``pipeline/preprocess/job.py``)
-into ``run_dir.preprocess_dir``, published only when the dead-letter fraction is within bounds."""
+into ``run_dir.preprocess_dir``, published only when the dead-letter fraction is within bounds
+and the training split is not empty. A truncated or corrupt input file, or an input without
+records, fails the stage with one ``InputError`` naming it."""
 from __future__ import annotations
 
 import os
@@ -24,8 +26,10 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         try:
             preprocess_stats.check_dead_letter_fraction(
                 stats, cfg.preprocess.max_dead_letter_fraction, os.path.join(run_dir.rejected_dir, "dead_letters"))
+            preprocess_stats.check_training_records(stats, pattern)
         except Exception:
-            _publish_rejected(root, run_dir)
+            if stats["rows_read"]:
+                _publish_rejected(root, run_dir)
             raise
         info = feature_info_from_output(cfg, layout.transform_output)
         write_json_atomic(layout.feature_info, info.to_dict())

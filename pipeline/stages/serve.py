@@ -35,12 +35,18 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     grpc_port = cfg.serving.grpc_port if grpc_port is None else grpc_port
     if not rest_port and not grpc_port:
         raise ConfigError("--rest-port and --grpc-port: both are 0 (disabled); enable at least one")
-    server = ModelServer(base, cfg.serving.host, rest_port or None, grpc_port or None,
-                         cfg.serving.poll_seconds, cfg.serving.max_batch_size).start()
+    s = cfg.serving
+    server = ModelServer(base, s.host, rest_port or None, grpc_port or None, s.poll_seconds, s.max_batch_size,
+                         max_body_bytes=s.max_body_bytes, header_timeout_seconds=s.header_timeout_seconds,
+                         body_timeout_seconds=s.body_timeout_seconds, worker_threads=s.worker_threads,
+                         max_connections=s.max_connections).start()
     names = server.store.model_names()
     status = server.store.all_status()
     log.info("serving %s from %s (poll every %.1f s, max batch %d)", names or "no models yet", base,
              cfg.serving.poll_seconds, cfg.serving.max_batch_size)
+    log.info("limits: body %d bytes, header/body timeouts %g/%g s, %d worker threads, %d connections "
+             "(serving.max_body_bytes, ...; README 'Server limits')", s.max_body_bytes, s.header_timeout_seconds,
+             s.body_timeout_seconds, s.worker_threads, s.max_connections)
     for n, st in status.items():
         log.info("model %s: %s", n, ", ".join(f"v{s['version']} {s['state']}" for s in st))
     if server.rest_port:

@@ -8,6 +8,26 @@ from pipeline.stages.base import StageResult, stage
 ROLE = "teacher"
 
 
+def training_datasets(cfg, run_dir, info):
+    """(epoch -> that epoch's training batches, validation batches, training rows or None).
+
+    Epoch e's batches are shuffled with ``epoch_seed(training.seed, e)``: a killed run resumed
+    from its backup reads at every epoch what an uninterrupted one reads there. One pass over
+    the train split per epoch (``rows`` its examples), or ``training.steps_per_epoch`` batches
+    of the repeated split (``rows`` None)."""
+    from models.inputs import count_examples, epoch_seed, make_dataset
+
+    t = cfg.training
+    train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
+    fixed_steps = t.steps_per_epoch is not None  # else an epoch is one pass over the split
+
+    def epoch_batches(epoch: int):
+        return make_dataset(train_split, info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
+                            seed=epoch_seed(t.seed, epoch), repeat=fixed_steps)
+
+    return epoch_batches, make_dataset(val_split, info, t.batch_size), None if fixed_steps else count_examples(train_split)
+
+
 def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     """Builds a ranker from ``model_cfg`` (default ``cfg.model``) under the configured
     strategy, trains it on the train split (validating on the validation split), saves it
@@ -15,7 +35,6 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     from models import model_io, multi_worker, plots
     from models.builder import build_ranker
     from models.distribute import get_strategy
-    from models.inputs import count_examples, make_dataset
     from models.training import train_model
 
     model_cfg = model_cfg or cfg.model
@@ -25,14 +44,10 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     with get_strategy(t.distribute).scope():
         model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=t.seed)
     train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
-    fixed_steps = t.steps_per_epoch is not None  # else an epoch is one pass over the split
-    train_ds = make_dataset(train_split, info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
-                            seed=t.seed, repeat=fixed_steps)
-    val_ds = make_dataset(val_split, info, t.batch_size)
+    train_ds, val_ds, train_rows = training_datasets(cfg, run_dir, info)
     model_dir = run_dir.model_dir(role)
-    result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names,
-                         train_rows=None if fixed_steps else count_examples(train_split), name=role,
-                         shard_patterns=[train_split, val_split])
+    result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names, train_rows=train_rows,
+                         name=role, shard_patterns=[train_split, val_split])
     # Every worker saves (the save may run collective ops); only the chief's copy is kept.
     result.artifacts = model_io.save_trained(model_dir, model, result, role=role, model_cfg=model_cfg,
                                              feature_info=info, tasks=cfg.data.tasks, funnel=cfg.data.funnel)
@@ -41,13 +56,17 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
         return StageResult(rows=result.rows, metrics={"epochs_run": len(result.epochs), "params": result.params}, message=f"{role}: {kind} {index} done; the chief wrote the artifacts", record=False)
     plot = plots.training_curves(result.history, cfg.task_names, os.path.join(run_dir.plots_dir, f"{role}_training.png"),
                                  f"{role}: {model_cfg.backbone}, aux towers {'on' if model_cfg.aux.enabled else 'off'}")
-    val = {k: round(v, 5) for k, v in result.best_metrics.items() if k.startswith("val_") and "auc" in k}
+    # An undefined AUC (a task with one label class in the split) stays None, never a number.
+    val = {k: (None if v is None else round(v, 5)) for k, v in result.best_metrics.items()
+           if k.startswith("val_") and "auc" in k}
     metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.epochs), "params": result.params, **val}
     lines = [f"{role}: backbone `{model_cfg.backbone}`, aux towers "
              f"{f'{model_cfg.aux.kind} (gamma={model_cfg.aux.gamma})' if model_cfg.aux.enabled else 'off'}, "
              f"esmm={model_cfg.esmm}, masked_child_loss={model_cfg.masked_child_loss}; {result.params:,} parameters.",
-             f"Best epoch {result.best_epoch} of {len(result.epochs)} run; validation: "
-             + ", ".join(f"{k}={v:.4f}" for k, v in val.items()) + "."]
+             f"Best epoch {result.best_epoch} of {len(result.epochs)} run"
+             + (f" (resumed from the backup at epoch {result.resumed_epoch + 1})" if result.resumed_epoch else "")
+             + "; validation: " + ", ".join(f"{k}={'undefined' if v is None else f'{v:.4f}'}" for k, v in val.items())
+             + "."]
     return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[os.path.relpath(plot, run_dir.root)], report="\n".join(lines), message=f"{role} saved to {result.artifacts.get('serving_model')}")
 
 

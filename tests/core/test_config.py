@@ -1,5 +1,6 @@
 """Config loading and validation (core/config.py): every error names the offending key."""
 import os
+import re
 
 import pytest
 
@@ -180,3 +181,41 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     cfg = load_config(str(path), ["training.learning_rate=5e-3"])
     assert (cfg.model.l2, cfg.model.embedding_l2, cfg.training.learning_rate) == (1e-4, 2e-3, 5e-3)
     assert parse_override("name=1e5x")[1] == "1e5x"  # not a number: stays a string
+
+
+def _tasks(*tasks: str):
+    return _load("data.tasks=[" + ", ".join(tasks) + "]", "data.funnel=null", "data.oracle={}", "export.min_auc={}")
+
+
+def test_positive_values_need_declared_negative_values():
+    """Used to turn every other label value silently into a negative."""
+    with pytest.raises(ConfigError, match=r"data\.tasks\[1\] \(conversion\): positive_values is set but "
+                                          r"negative_values is not.*negative_values: any"):
+        _tasks("{name: click, label: click}", "{name: conversion, label: event, positive_values: [buy]}")
+
+
+def test_negative_values_as_a_list_or_any():
+    cfg = _tasks("{name: click, label: click, positive_values: ['y'], negative_values: ['n', ' x ']}",
+                 "{name: conversion, label: m, positive_values: [single], negative_values: any}")
+    assert [t.negative_values for t in cfg.data.tasks] == [["n", " x "], "any"]
+    assert config_from_dict(config_to_dict(cfg)).data.tasks[1].negative_values == "any"  # round trip
+
+
+@pytest.mark.parametrize("task, message", [
+    ("{name: c, label: c, positive_values: [y], negative_values: all}", r"expected a list of strings or 'any'"),
+    ("{name: c, label: c, positive_values: [y], negative_values: []}", r"expected a non-empty list"),
+    ("{name: c, label: c, positive_values: [y], negative_values: [0]}", r"expected a non-empty list of strings"),
+    ("{name: c, label: c, positive_values: [y], negative_values: [n, ' y']}", r"\['y'\] are in both"),
+    ("{name: c, label: c, negative_values: [n]}", r"negative_values: needs positive_values"),
+])
+def test_bad_negative_values_name_the_task(task, message):
+    with pytest.raises(ConfigError, match=r"data\.tasks\[0\] \(c\)") as e:
+        _tasks(task)
+    assert re.search(message, str(e.value)), str(e.value)
+
+
+def test_census_config_declares_the_label_values_of_its_data():
+    cfg = load_config(os.path.join(REPO, "configs", "census_income.yaml"))
+    income, marital = cfg.data.tasks
+    assert (income.positive_values, income.negative_values) == (["50000+."], ["- 50000."])
+    assert (marital.positive_values, marital.negative_values) == (["Never married"], "any")

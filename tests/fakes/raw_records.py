@@ -1,12 +1,15 @@
 """Small raw impression logs for the preprocessing tests: good rows plus known bad rows.
 
 ``good_rows(n)`` are valid synthetic impressions with the columns of the generate stage;
-``BAD_ROWS`` holds one CSV line per failure kind with the reason validation must give.
+``BAD_ROWS`` holds one CSV line per failure kind with the reason validation must give;
+``fuzz_csv`` / ``fuzz_jsonl`` write seeded mixes of good rows and malformed records of every
+kind, with the counts validation must report.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 
 from core.config import load_config
@@ -119,3 +122,217 @@ def run_and_collect(p, pcolls: dict, out_dir) -> tuple[dict, object]:
         out[name] = [json.loads(line) for f in sorted(glob.glob(os.path.join(str(out_dir), f"{name}-*.jsonl")))
                      for line in open(f, encoding="utf-8") if line.strip()]
     return out, result
+
+
+# ----------------------------------------------------------------------------- fuzzing
+#
+# ``fuzz_csv`` / ``fuzz_jsonl`` mix good rows with malformed records of every kind (seeded):
+# each fault is applied to an otherwise good row, so the reason validation must give is known.
+# The config they go with (``fuzz_overrides``) adds an example-weight column and a conversion
+# task derived from declared values, so every dead-letter reason can occur.
+
+FUZZ_COLUMNS = COLUMNS + ["weight"]
+_NUMERIC = ["price", "user_activity", "user_tenure_days", "item_popularity", "item_rating", "p_click"]
+
+
+def fuzz_overrides() -> list[str]:
+    return ["data.weight_column=weight",
+            'data.tasks=[{name: click, label: click}, '
+            '{name: conversion, label: conversion, positive_values: ["1"], negative_values: ["0"]}]']
+
+
+def _fuzz_good_rows(rng: random.Random, n: int) -> list[dict]:
+    rows = good_rows(n, seed=rng.randint(0, 10 ** 6), prefix="fz")
+    for r in rows:
+        r["weight"] = str(round(rng.uniform(0.0, 3.0), 3))
+        if rng.random() < 0.05:
+            r[rng.choice(["device", "item_category"])] = ""  # a missing categorical is valid
+    return rows
+
+
+def _clean(row: dict) -> dict:
+    """A good row whose labels any single fault can break without a second reason."""
+    return dict(row, click="1", conversion="0")
+
+
+# kind -> (reason, fault(rng, row) -> row dict to write, or None for the raw-bytes kinds)
+_CSV_FAULTS = {
+    "too_few_columns": "wrong_column_count",
+    "too_many_columns": "wrong_column_count",
+    "invalid_utf8": "invalid_encoding",
+    "nul_byte": "invalid_encoding",
+    "huge_field": "unparsable_record",
+    "bare_cr": "unparsable_record",
+    "non_number": "unparsable_value",
+    "missing_numeric": "missing_value",
+    "missing_label": "missing_value",
+    "nan": "non_finite_value",
+    "infinity": "non_finite_value",
+    "float32_overflow": "non_finite_value",
+    "label_not_0_1": "invalid_label",
+    "label_not_allowed": "label_not_allowed",
+    "negative_weight": "invalid_weight",
+    "funnel_violation": "funnel_violation",
+}
+
+_JSONL_FAULTS = {
+    "truncated_json": "unparsable_record",
+    "trailing_garbage": "unparsable_record",
+    "not_an_object": "unparsable_record",
+    "list_value": "unparsable_record",
+    "invalid_utf8": "invalid_encoding",
+    "nul_byte": "invalid_encoding",
+    "bare_cr": "unparsable_record",
+    "non_number": "unparsable_value",
+    "missing_numeric": "missing_value",
+    "null_label": "missing_value",
+    "nan": "non_finite_value",
+    "infinity": "non_finite_value",
+    "float32_overflow": "non_finite_value",
+    "label_not_0_1": "invalid_label",
+    "label_not_allowed": "label_not_allowed",
+    "negative_weight": "invalid_weight",
+    "funnel_violation": "funnel_violation",
+}
+
+
+def _value_fault(kind: str, rng: random.Random, row: dict) -> dict:
+    """The row with a field-value fault shared by CSV and JSONL (values still strings)."""
+    r = _clean(row)
+    if kind == "non_number":
+        r[rng.choice(_NUMERIC + ["weight"])] = rng.choice(["abc", "1.2.3", "five", "0x1p3", "1e", "--1"])
+    elif kind == "missing_numeric":
+        r[rng.choice(_NUMERIC + ["weight"])] = None
+    elif kind in ("missing_label", "null_label"):
+        r[rng.choice(["click", "conversion"])] = None
+    elif kind == "nan":
+        r[rng.choice(_NUMERIC)] = rng.choice(["nan", "NaN", "-nan"])
+    elif kind == "infinity":
+        r[rng.choice(_NUMERIC)] = rng.choice(["inf", "-inf", "Infinity"])
+    elif kind == "float32_overflow":
+        r[rng.choice(_NUMERIC + ["weight"])] = rng.choice(["1e308", "3.5e38", "1e39"])
+    elif kind == "label_not_0_1":
+        r["click"] = rng.choice(["2", "-1", "0.5"])
+    elif kind == "label_not_allowed":
+        r["conversion"] = rng.choice(["2", "yes", "1.0", "purchase"])
+    elif kind == "negative_weight":
+        r["weight"] = rng.choice(["-0.5", "-1", "-1e-9"])
+    elif kind == "funnel_violation":
+        r.update(click="0", conversion="1")
+    else:
+        raise KeyError(kind)
+    return r
+
+
+def _csv_line(values: list[str]) -> bytes:
+    return ",".join(values).encode("utf-8")
+
+
+def _csv_fault(kind: str, rng: random.Random, row: dict) -> bytes:
+    r = _clean(row)
+    fields = [r[c] for c in FUZZ_COLUMNS]
+    if kind == "too_few_columns":
+        return _csv_line(fields[:-rng.randint(1, 3)])
+    if kind == "too_many_columns":
+        return _csv_line(fields + ["x"] * rng.randint(1, 3))
+    if kind == "invalid_utf8":
+        return _csv_line(fields).replace(r["item_id"].encode(), r["item_id"].encode() + b"\xff\xfe", 1)
+    if kind == "nul_byte":
+        return _csv_line(fields).replace(r["user_id"].encode(), r["user_id"].encode() + b"\x00", 1)
+    if kind == "huge_field":
+        r["item_category"] = "c" + "x" * (131_072 + rng.randint(1, 500))
+        return _csv_line([r[c] for c in FUZZ_COLUMNS])
+    if kind == "bare_cr":
+        r["device"] = r["device"][:1] + "\r" + r["device"][1:]
+        return _csv_line([r[c] for c in FUZZ_COLUMNS])
+    r = _value_fault(kind, rng, row)
+    return _csv_line(["" if r[c] is None else r[c] for c in FUZZ_COLUMNS])
+
+
+def _typed_value(column: str, value):
+    if value is None or column in ("user_id", "item_id", "item_category", "device", "impression_id"):
+        return value
+    try:
+        return int(value) if column in ("hour", "click", "conversion", "user_tenure_days") else float(value)
+    except ValueError:
+        return value  # a fault: kept as the string
+
+
+def _json_line(row: dict, drop_none: bool = False) -> bytes:
+    obj = {c: _typed_value(c, v) for c, v in row.items() if not (drop_none and v is None)}
+    return json.dumps(obj).encode("utf-8")
+
+
+def _jsonl_fault(kind: str, rng: random.Random, row: dict) -> bytes:
+    r = _clean(row)
+    if kind == "truncated_json":
+        text = _json_line(r)
+        return text[:rng.randint(1, len(text) - 2)]
+    if kind == "trailing_garbage":
+        return _json_line(r) + rng.choice([b" x", b"}", b",", b" {}"])
+    if kind == "not_an_object":
+        return rng.choice([b"[1, 2]", b"3", b'"a string"', b"null", b"true"])
+    if kind == "list_value":
+        obj = json.loads(_json_line(r))
+        obj[rng.choice(["item_id", "price"])] = [1, 2]
+        return json.dumps(obj).encode("utf-8")
+    if kind == "invalid_utf8":
+        return _json_line(r).replace(r["item_id"].encode(), r["item_id"].encode() + b"\xff", 1)
+    if kind == "nul_byte":
+        return _json_line(r).replace(r["user_id"].encode(), r["user_id"].encode() + b"\x00", 1)
+    if kind == "bare_cr":
+        return _json_line(r).replace(b'"' + r["item_id"].encode() + b'"', b'"' + r["item_id"].encode() + b'\r"', 1)
+    if kind in ("nan", "infinity", "float32_overflow"):
+        r = _value_fault(kind, rng, row)
+        bad = next(c for c in FUZZ_COLUMNS if r[c] != _clean(row)[c])
+        # as JSON numbers (NaN / Infinity literals, 1e308), not strings
+        return _json_line(dict(r, **{bad: None}), drop_none=True)[:-1] + f', "{bad}": {_json_number(r[bad])}}}'.encode()
+    r = _value_fault(kind, rng, row)
+    return _json_line(r, drop_none=rng.random() < 0.5)
+
+
+def _json_number(text: str) -> str:
+    x = float(text)
+    return json.dumps(x)  # NaN, Infinity, -Infinity, 1e+308
+
+
+def _fuzz(kinds: dict, fault, encode_good, header: bytes | None, path, n_good: int, n_bad: int, seed: int):
+    rng = random.Random(seed)
+    good = _fuzz_good_rows(rng, n_good)
+    names = list(kinds)
+    chosen = names + [rng.choice(names) for _ in range(max(0, n_bad - len(names)))]
+    items = [(encode_good(rng, r), None) for r in good]
+    items += [(fault(k, rng, rng.choice(good)), kinds[k]) for k in chosen]
+    rng.shuffle(items)
+    out = [header + b"\n"] if header is not None else []
+    for line, _ in items:
+        out.append(line + (b"\r\n" if rng.random() < 0.1 else b"\n"))
+        if rng.random() < 0.03:
+            out.append(b"\n")  # a blank line is not a record
+    with open(path, "wb") as f:
+        f.write(b"".join(out))
+    expected: dict[str, int] = {}
+    for k in chosen:
+        expected[kinds[k]] = expected.get(kinds[k], 0) + 1
+    return str(path), {"read": n_good + len(chosen), "valid": n_good, "by_reason": expected,
+                       "kinds": sorted(set(chosen))}
+
+
+def _csv_good(rng: random.Random, row: dict) -> bytes:
+    values = [row[c] for c in FUZZ_COLUMNS]
+    if rng.random() < 0.05:  # a quoted field holding the delimiter is still one field
+        values[FUZZ_COLUMNS.index("item_category")] = f'"{row["item_category"]},x"'
+    return _csv_line(values)
+
+
+def fuzz_csv(path, n_good: int = 250, n_bad: int = 120, seed: int = 0) -> tuple[str, dict]:
+    """A CSV file of good rows and malformed records of every kind in ``_CSV_FAULTS``.
+
+    Returns (path, expected): ``expected`` holds ``read`` (records, not lines), ``valid``,
+    ``by_reason`` (dead letters per reason) and the fault ``kinds`` injected."""
+    return _fuzz(_CSV_FAULTS, _csv_fault, _csv_good, ",".join(FUZZ_COLUMNS).encode(), path, n_good, n_bad, seed)
+
+
+def fuzz_jsonl(path, n_good: int = 250, n_bad: int = 120, seed: int = 0) -> tuple[str, dict]:
+    """The JSON-lines counterpart of ``fuzz_csv`` (faults of ``_JSONL_FAULTS``)."""
+    return _fuzz(_JSONL_FAULTS, _jsonl_fault, lambda rng, r: _json_line(r), None, path, n_good, n_bad, seed)

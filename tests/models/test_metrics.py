@@ -48,3 +48,30 @@ def test_mismatched_or_empty_inputs_raise():
         M.auc([0, 1], [0.5])
     with pytest.raises(ValueError, match="empty"):
         M.logloss([], [])
+
+
+def test_undefined_metrics_say_so_instead_of_printing_a_number():
+    u = M.auc(np.ones(4), [0.1, 0.2, 0.3, 0.4])
+    assert M.is_undefined(u) and np.isnan(u) and np.isnan(np.mean([u, 0.5]))
+    assert f"AUC {u:.4f}, gap {u:+.4f}" == "AUC undefined, gap undefined" and str(u) == "undefined"
+    assert not M.is_undefined(0.5) and M.is_undefined(None)
+    m = M.task_metrics(np.zeros(4), [0.1, 0.2, 0.3, 0.4], groups=[1, 1, 2, 2], oracle=[0.1, 0.1, 0.2, 0.2])
+    assert all(M.is_undefined(m[k]) for k in ("auc", "gauc", "oracle_auc", "oracle_gap", "calibration")), m
+    assert m["logloss"] > 0
+
+
+def test_evaluation_of_a_task_with_one_label_class_warns_once_and_reports_no_auc(caplog):
+    from types import SimpleNamespace
+
+    from models.evaluation import evaluate_predictions
+
+    rng = np.random.default_rng(0)
+    arrays = {"label_click": (rng.random(100) < 0.3).astype(np.float32), "label_conversion": np.zeros(100, np.float32),
+              "click_probability": rng.random(100), "conversion_probability": rng.random(100) * 0.1}
+    cfg = SimpleNamespace(esmm=False)
+    with caplog.at_level("WARNING", logger="models.evaluation"):
+        result = evaluate_predictions(arrays, ["click", "conversion"], cfg, None)
+    assert 0.0 < result["click"]["auc"] < 1.0 and not M.is_undefined(result["click"]["auc"])
+    assert M.is_undefined(result["conversion"]["auc"]) and f"{result['conversion']['auc']:.4f}" == "undefined"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "'conversion'" in warnings[0] and "test split" in warnings[0], warnings

@@ -192,3 +192,18 @@ def test_embedding_l2_penalises_the_embedding_tables_only(fake_run):
         penalty = tf.add_n(emb_only.losses)
     for v, g in zip(tables(emb_only), tape.gradient(penalty, tables(emb_only))):
         np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), 2 * 0.01 * v.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_the_auc_metric_is_nan_not_zero_on_labels_of_one_class():
+    """Keras' AUC is 0.0 when the labels hold one class; ``DefinedAUC`` says undefined (NaN)."""
+    from models.ranker import DefinedAUC
+
+    logits = np.array([[-1.0], [0.5], [2.0], [0.1]], np.float32)
+    for labels in (np.zeros((4, 1), np.float32), np.ones((4, 1), np.float32)):
+        assert float(keras.metrics.AUC(from_logits=True)(labels, logits)) == 0.0
+        assert np.isnan(float(DefinedAUC(from_logits=True)(labels, logits)))
+    mixed = np.array([[0.0], [1.0], [1.0], [0.0]], np.float32)
+    assert float(DefinedAUC(from_logits=True)(mixed, logits)) == pytest.approx(
+        float(keras.metrics.AUC(from_logits=True)(mixed, logits)))
+    weighted = DefinedAUC(from_logits=True)  # the positives have weight 0: one class left
+    assert np.isnan(float(weighted(mixed, logits, sample_weight=1.0 - mixed)))

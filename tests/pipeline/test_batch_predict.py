@@ -56,3 +56,18 @@ def test_predict_without_published_model(beam_cfg, tmp_path):
 
     with pytest.raises(InputError, match="no published version"):
         run_predict(beam_cfg, RunDir(str(tmp_path)), types.SimpleNamespace(input=None, output=None, format=None))
+
+
+def test_a_truncated_input_fails_predict_with_an_error_naming_it_and_publishes_nothing(exported_fake_run, beam_cfg,
+                                                                                       tmp_path):
+    import gzip
+
+    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_dir, "*.csv"))[0]).head(200)
+    whole = gzip.compress(raw.drop(columns=["click", "conversion"]).to_csv(index=False).encode())
+    src = tmp_path / "cut.csv.gz"
+    src.write_bytes(whole[: len(whole) // 2])  # the gzip stream ends before its end-of-stream marker
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"cut\.csv\.gz.*(truncated|corrupt)") as raised:
+        run_predict(beam_cfg, exported_fake_run.run_dir, types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
+    assert "while running" not in str(raised.value)  # the user's one line, not the runner's wrapping
+    assert not out.exists()

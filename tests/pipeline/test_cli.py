@@ -120,3 +120,104 @@ def test_generate_writes_data_summary_and_report_then_resumes(tmp_path):
     assert os.path.getmtime(run / "data" / "raw" / "part-00000.csv") == mtime
     stage = json.load(open(run / "summary.json"))["stages"]["generate"]
     assert stage["status"] == "ok" and stage["skipped"] is True and stage["rows"] == 2000
+
+
+# --- which config a command uses on an existing run directory (in-process; stages replaced)
+
+CENSUS = os.path.join(REPO, "configs", "census_income.yaml")
+DEFAULT = os.path.join(REPO, "configs", "default.yaml")
+
+
+def _recorded_run(tmp_path, config=CENSUS):
+    """A run directory whose config.yaml and summary.json record ``config`` (as a run writes them)."""
+    import yaml
+
+    from core.config import config_to_dict, load_config
+    from core.run_dir import RunDir, Summary
+
+    run = tmp_path / "recorded_run"
+    run.mkdir()
+    data = config_to_dict(load_config(config))
+    with open(run / "config.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    Summary(RunDir(str(run))).update(lambda d: d.__setitem__("config", data))
+    return run
+
+
+@pytest.fixture
+def stage_calls(monkeypatch):
+    """Replaces ``run_stage``: records (stage, cfg) instead of running the stage."""
+    calls = []
+    monkeypatch.setattr("pipeline.stages.run_stage", lambda name, cfg, run_dir, opts: calls.append((name, cfg)))
+    return calls
+
+
+def _recorded(run):
+    import yaml
+
+    with open(run / "config.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f), json.load(open(run / "summary.json"))["config"]
+
+
+def test_a_command_on_an_existing_run_dir_uses_its_recorded_config(tmp_path, stage_calls):
+    from pipeline.cli import main
+
+    run = _recorded_run(tmp_path)  # the README's `train --run-dir RUN --set model.backbone=mmoe` on census data
+    assert main(["train", "--run-dir", str(run), "--set", "model.backbone=mmoe"]) == 0
+    (name, cfg), = stage_calls
+    assert name == "train" and cfg.name == "census_income" and cfg.task_names == ["income", "marital"]
+    assert cfg.model.backbone == "mmoe"
+    config, summary_config = _recorded(run)  # the override is recorded on top of the recorded config
+    for recorded in (config, summary_config):
+        assert recorded["name"] == "census_income" and recorded["model"]["backbone"] == "mmoe"
+        assert [t["name"] for t in recorded["data"]["tasks"]] == ["income", "marital"]
+
+
+def test_the_serve_hint_does_not_replace_the_recorded_config(tmp_path, stage_calls):
+    from pipeline.cli import main
+
+    run = _recorded_run(tmp_path)
+    before = (run / "config.yaml").read_bytes(), _recorded(run)[1]
+    assert main(["serve", "--run-dir", str(run)]) == 0  # what the end of `export` prints
+    assert stage_calls[0][1].export.model_name == "census_ranker"
+    assert ((run / "config.yaml").read_bytes(), _recorded(run)[1]) == before
+
+
+def test_set_overrides_are_recorded_and_kept_by_later_commands(tmp_path, stage_calls):
+    from pipeline.cli import main
+
+    run = _recorded_run(tmp_path)
+    assert main(["train", "--run-dir", str(run), "--set", "training.epochs=3"]) == 0
+    assert main(["evaluate", "--run-dir", str(run)]) == 0
+    assert [c.training.epochs for _, c in stage_calls] == [3, 3]
+    assert stage_calls[1][1].task_names == ["income", "marital"]
+    assert _recorded(run)[0]["training"]["epochs"] == 3
+
+
+def test_a_different_explicit_config_is_refused_unless_forced(tmp_path, stage_calls, capsys):
+    from pipeline.cli import main
+
+    run = _recorded_run(tmp_path)
+    before = (run / "config.yaml").read_bytes()
+    code = main(["train", "--config", DEFAULT, "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    assert f"--config {DEFAULT} differs from the config this run directory was made with" in line
+    assert "name: recorded 'census_income', now 'default'" in line
+    assert "drop --config" in line and "new --run-dir" in line and "--force" in line
+    assert stage_calls == [] and (run / "config.yaml").read_bytes() == before
+
+    assert main(["train", "--config", DEFAULT, "--run-dir", str(run), "--force"]) == 0
+    assert stage_calls[0][1].name == "default"
+    config, summary_config = _recorded(run)
+    assert config["name"] == summary_config["name"] == "default"
+
+
+def test_the_recorded_config_given_explicitly_is_accepted(tmp_path, stage_calls):
+    from pipeline.cli import main
+
+    run = _recorded_run(tmp_path)
+    assert main(["evaluate", "--config", CENSUS, "--run-dir", str(run), "--set", "training.epochs=2"]) == 0
+    assert stage_calls[0][1].training.epochs == 2 and _recorded(run)[0]["training"]["epochs"] == 2

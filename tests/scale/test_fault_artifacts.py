@@ -104,3 +104,114 @@ def test_model_directory_without_savedmodel_is_named(exported_run, tmp_path, cap
 def test_saved_model_check_names_missing_directory(tmp_path):
     with pytest.raises(InputError, match=f"{tmp_path}/nope: model directory not found"):
         artifact_checks.require_saved_model(str(tmp_path / "nope"), "train")
+
+
+# --- disk full (ENOSPC) and other OSErrors while a stage writes: one `error:` line, exit 7
+
+GENERATE_TINY = ["synthetic.rows=2000", "synthetic.chunk_rows=1000", "synthetic.num_users=100", "synthetic.num_items=50"]
+
+
+def _disk_full_generate(monkeypatch):
+    """``generate`` writes half a file into its scratch directory, then the disk is full."""
+    import errno
+
+    def generate(s, out_dir):
+        path = os.path.join(out_dir, "part-00000.csv")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("user_id,item_id\n1,")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr("pipeline.stages.generate.generate", generate)
+
+
+def test_disk_full_in_a_stage_is_one_error_line_and_nothing_is_published(tmp_path, monkeypatch, capsys):
+    import json
+
+    from core.errors import StorageError
+
+    run = tmp_path / "run"
+    _disk_full_generate(monkeypatch)
+    code = main(["generate", "--run-dir", str(run), *[a for o in GENERATE_TINY for a in ("--set", o)]])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == StorageError.exit_code == 7 and len(lines) == 1 and lines[-1] == err.strip().splitlines()[-1], err
+    assert "Traceback" not in err
+    line = lines[0]
+    assert line.startswith("error: generate: No space left on device (ENOSPC): ")
+    assert "part-00000.csv" in line and f"re-run `python -m pipeline generate --run-dir {run}`" in line
+    assert not os.path.exists(run / "data" / "raw")  # nothing half-written is visible
+    assert not [d for d in os.listdir(run / "data") if d.startswith(".tmp-")]  # the scratch directory is gone
+    entry = json.load(open(run / "summary.json"))["stages"]["generate"]
+    assert entry["status"] == "failed" and "No space left on device" in entry["error"]
+
+    with pytest.raises(StorageError) as e:  # --debug: the exception (and its traceback) propagate
+        main(["generate", "--debug", "--run-dir", str(run), *[a for o in GENERATE_TINY for a in ("--set", o)]])
+    assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == 28
+
+
+def test_disk_full_recording_the_failure_still_ends_as_one_line(tmp_path, monkeypatch, capsys):
+    """The disk is full for summary.json too: the stage's error is still what the user sees."""
+    import errno
+
+    from core import run_dir as run_dir_module
+
+    run = tmp_path / "run"
+    _disk_full_generate(monkeypatch)
+    real = run_dir_module.write_json_atomic
+    calls = {"n": 0}
+
+    def write_json_atomic(path, obj):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the config and the stage's start are recorded; then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real(path, obj)
+
+    monkeypatch.setattr(run_dir_module, "write_json_atomic", write_json_atomic)
+    code = main(["generate", "--run-dir", str(run), *[a for o in GENERATE_TINY for a in ("--set", o)]])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 7 and len(lines) == 1 and "Traceback" not in err, err
+    assert "part-00000.csv" in lines[0]
+    monkeypatch.setattr(run_dir_module, "write_json_atomic", real)
+    from core.run_dir import RunDir, Summary
+
+    assert Summary(RunDir(str(run))).load()["stages"]["generate"]["status"] == "running"  # later stages refuse it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["savedmodel", "blessing"])
+def test_disk_full_during_export_is_one_error_line_and_publishes_nothing(exported_run, tmp_path, monkeypatch, capsys, where):
+    import errno
+    import json
+
+    import tensorflow as tf
+
+    run_dir = _copy(exported_run, tmp_path)
+    model_dir = os.path.join(run_dir.serving_base(), "ranker")
+    published = sorted(os.listdir(model_dir))
+    if where == "savedmodel":  # TensorFlow reports a full disk as an OpError, not an OSError
+        def save(module, build):
+            os.makedirs(os.path.join(build, "variables"), exist_ok=True)
+            raise tf.errors.UnknownError(None, None, f"{build}/variables/variables.data-00000-of-00001.tempstate; "
+                                                     "No space left on device")
+
+        monkeypatch.setattr("serving.export.save_serving_module", save)
+    else:  # the gate passed; writing BLESSED fails
+        from serving import export as export_module
+
+        real = export_module.write_json_atomic
+
+        def write_json_atomic(path, obj):
+            if os.path.basename(path) == "BLESSED":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+            return real(path, obj)
+
+        monkeypatch.setattr(export_module, "write_json_atomic", write_json_atomic)
+    code = main(["export", "--run-dir", run_dir.root, "--set", "export.min_auc={}"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 7 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith("error: export: No space left on device (ENOSPC)")
+    assert sorted(os.listdir(model_dir)) == published  # no new version, no build directory left
+    entry = json.load(open(run_dir.summary_file))["stages"]["export"]
+    assert entry["status"] == "failed" and "No space left on device" in entry["error"]

@@ -64,3 +64,94 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
         assert _records(run_dir.split_pattern(split)) == n, split
     dead = [json.loads(line) for p in glob.glob(os.path.join(run_dir.dead_letter_dir, "*")) for line in open(p)]
     assert len(dead) == len(BAD)
+
+
+# --- a failed or killed preprocess: its old output is refused by every later stage
+
+TRAIN_TINY = ["model.embedding_dim=4", "model.bottom_units=[16]", "model.tower_units=[8]", "training.epochs=1",
+              "training.steps_per_epoch=2", "training.batch_size=64", "training.verbose=0"]
+
+
+def _cli(capsys, argv):
+    """(exit code, the one `error:` line) of an in-process CLI run that failed with a usage/input error."""
+    from pipeline.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return code, lines[0]
+
+
+@pytest.mark.parametrize("attempt", ["failed", "killed"])
+def test_later_stages_refuse_the_output_left_by_a_failed_or_killed_preprocess(tmp_path, capsys, attempt):
+    from core.run_dir import Summary
+    from tests.fakes.transformed_run import make_fake_run
+
+    run_dir, _ = make_fake_run(str(tmp_path / "run"))  # a complete, earlier preprocess output
+    summary = Summary(run_dir)
+    summary.update(lambda d: d["stages"].__setitem__("preprocess", {  # what a stage that is killed leaves
+        "status": "running", "started_at": "2024-05-01T10:00:00+0000", "pid": 4242, "host": "h"}))
+    if attempt == "failed":  # e.g. above the dead-letter threshold: preprocess/ is the previous output
+        summary.record_stage("preprocess", "failed", 3.0, {"error": "DataValidationError: 12.5% of the records "
+                                                                    "were dead-lettered (max 1%)"})
+    for stage in ("train", "evaluate", "export", "distill"):
+        code, line = _cli(capsys, [stage, "--run-dir", run_dir.root] + [a for o in TRAIN_TINY for a in ("--set", o)])
+        assert code == 2, line
+        assert line.startswith(f"error: {stage}: cannot use {run_dir.preprocess_dir}: the last `preprocess` attempt ")
+        if attempt == "failed":
+            assert "failed at " in line and "12.5% of the records were dead-lettered" in line
+        else:
+            assert "did not finish: it was killed or is still running" in line
+        assert line.endswith(f"re-run `python -m pipeline preprocess --run-dir {run_dir.root}`, then `{stage}`")
+        assert stage not in summary.load()["stages"]  # a refused stage records nothing and touches nothing
+    assert not os.path.exists(run_dir.model_dir("teacher"))
+
+
+def test_a_stage_marks_its_outputs_running_until_it_ends(tmp_path, monkeypatch):
+    """What a SIGKILL leaves: the entry written when the stage started."""
+    from core.run_dir import Summary
+    from pipeline.stages import generate as generate_stage
+
+    run_dir = RunDir(str(tmp_path / "run"))
+    seen = {}
+    real = generate_stage.generate
+
+    def generate(s, out_dir):
+        seen["during"] = dict(Summary(run_dir).load()["stages"].get("generate") or {})
+        return real(s, out_dir)
+
+    monkeypatch.setattr(generate_stage, "generate", generate)
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), SMALL)
+    run_stage("generate", cfg, run_dir, None)
+    assert seen["during"].get("status") == "running" and seen["during"]["pid"] == os.getpid()
+    after = Summary(run_dir).load()["stages"]["generate"]
+    assert after["status"] == "ok" and after["started_at"] == seen["during"]["started_at"]
+
+
+@pytest.mark.slow
+def test_preprocess_above_the_dead_letter_threshold_makes_train_refuse_its_old_output(tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.stages.base import check_inputs
+
+    run_dir = RunDir(str(tmp_path / "run"))
+    small = SMALL + ["preprocess.beam.direct_running_mode=in_memory"]
+    assert main(["generate", "--run-dir", run_dir.root, *[a for o in small for a in ("--set", o)]]) == 0
+    assert main(["preprocess", "--run-dir", run_dir.root]) == 0  # the run's recorded config
+    good_stats = json.load(open(run_dir.stats_file))
+    raw = sorted(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv")))
+    with open(raw[0], "a", encoding="utf-8") as f:  # ~0.3% bad rows
+        f.write("\n".join(BAD) + "\n")
+    capsys.readouterr()
+
+    code, line = _cli(capsys, ["preprocess", "--run-dir", run_dir.root, "--set", "preprocess.max_dead_letter_fraction=0.001"])
+    assert code == 3 and "dead" in line, line  # DataValidationError
+    assert json.load(open(run_dir.stats_file)) == good_stats  # the previous output is still there ...
+    code, line = _cli(capsys, ["train", "--run-dir", run_dir.root])
+    assert code == 2 and "the last `preprocess` attempt failed at " in line, line  # ... and refused
+    assert "DataValidationError" in line
+    assert line.endswith(f"re-run `python -m pipeline preprocess --run-dir {run_dir.root}`, then `train`")
+
+    assert main(["preprocess", "--run-dir", run_dir.root, "--set", "preprocess.max_dead_letter_fraction=0.5"]) == 0
+    check_inputs("train", load_config(run_dir.config_file), run_dir, None)  # accepted again
+    assert json.load(open(run_dir.stats_file))["dead_lettered"] == len(BAD)

@@ -1,10 +1,12 @@
 """A training process SIGKILLed mid-epoch resumes from BackupAndRestore: the finished
-epoch is not run again and no epoch is skipped (issue 7: faults)."""
+epoch is not run again, no epoch is skipped (issue 7: faults), and the run's metrics.json is
+the one an uninterrupted run writes (it lost epoch 1 and the resumed epochs read other data)."""
 import json
 import os
 import re
 import time
 
+import numpy as np
 import pytest
 
 from tests.fakes.transformed_run import TINY, make_fake_run
@@ -28,6 +30,10 @@ def _progress_in_epoch(log: str, epoch: int) -> int:
 
 @pytest.mark.slow
 def test_sigkilled_training_resumes_at_the_interrupted_epoch(tmp_path):
+    straight_dir, _ = make_fake_run(str(tmp_path / "straight"))
+    straight = procs.run_cli(procs.cli_args("train", straight_dir.root, OVERRIDES), timeout=240,
+                             env={"PYTHONUNBUFFERED": "1"})
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-3000:]
     run_dir, _ = make_fake_run(str(tmp_path / "run"))
     args = procs.cli_args("train", run_dir.root, OVERRIDES)
     first = procs.start(args, str(tmp_path / "first.log"), env={"PYTHONUNBUFFERED": "1"})
@@ -53,7 +59,17 @@ def test_sigkilled_training_resumes_at_the_interrupted_epoch(tmp_path):
     finished = [int(e) for e in re.findall(rf"teacher epoch (\d+)/{EPOCHS}:", log)]
     assert started == [2, 3], f"resumed run must start at epoch 2 (not redo epoch 1), started {started}"
     assert finished == [2, 3]
+    for epoch in (2, 3):  # each resumed epoch counts its own steps (a resume printed twice as many)
+        assert _progress_in_epoch(resumed.stdout, epoch) == STEPS, resumed.stdout[-3000:]
+    assert f"{2 * STEPS}/" not in resumed.stdout
     metrics = json.load(open(run_dir.path("teacher", "metrics.json")))
-    assert len(metrics["history"]["loss"]) == 2  # epochs 2 and 3, each once
+    assert len(metrics["history"]["loss"]) == EPOCHS  # epoch 1 from the backup, epochs 2 and 3 each once
+    expected = json.load(open(straight_dir.path("teacher", "metrics.json")))
+    assert sorted(metrics["history"]) == sorted(expected["history"])
+    for key, values in expected["history"].items():  # the uninterrupted run's numbers, every epoch
+        np.testing.assert_allclose(metrics["history"][key], values, rtol=0, atol=1e-6, err_msg=key)
+    assert (metrics["best_epoch"], metrics["rows"]) == (expected["best_epoch"], expected["rows"])
+    assert metrics["rows"] == EPOCHS * STEPS * 16
+    assert metrics["best_metrics"] == pytest.approx(expected["best_metrics"], abs=1e-6)
     assert os.path.isdir(run_dir.path("teacher", "serving_model"))
     assert not os.path.exists(run_dir.path("teacher", "backup", "chief"))  # removed after a finished run

@@ -28,7 +28,8 @@ from tests.fakes.serving_models import tiny_example
 @pytest.fixture(scope="module")
 def store(tiny_base):
     s = ModelStore(tiny_base, poll_seconds=60)
-    s.poll_once()  # loads version 1 synchronously; no polling thread
+    s.poll_once()  # notes version 1 (START); no polling thread
+    s.poll_once()  # its files are unchanged since: loads it synchronously
     yield s
     s.stop()
 
@@ -175,11 +176,10 @@ def test_tensorflow_argument_error_in_the_graph_is_invalid_argument_without_grap
     assert "Graph execution error" not in e.message and "[[" not in e.message and e.message
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG serving/api.py:66: np.ndim() of a ragged list raises ValueError, which escapes "
-                          "ServingApi and becomes a 500 (TF Serving: 400)")
 def test_predict_with_ragged_input_is_invalid_argument(api):
-    assert refused(api.predict, "tiny", None, "predict_raw", {"x": [[1.0], [1.0, 2.0]]}).status == INVALID_ARGUMENT
+    # np.ndim() of a ragged list raised ValueError, which escaped ServingApi as a 500.
+    e = refused(api.predict, "tiny", None, "predict_raw", {"x": [[1.0], [1.0, 2.0]]})
+    assert e.status == INVALID_ARGUMENT and "input 'x': ragged nested lists" in e.message
 
 
 # ----------------------------------------------------------------------------- classify / regress
@@ -360,3 +360,60 @@ def test_grpc_metadata_without_signature_def_field_is_invalid_argument(api):
     with pytest.raises(Aborted):
         grpc_service.PredictionServicer(api).GetModelMetadata(request, ctx)
     assert ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT and "signature_def" in ctx.aborted[1]
+
+
+# ----------------------------------------------------------------------------- input checks (null, ragged, non-finite)
+@pytest.mark.parametrize("value", [np.array([0.5, np.nan], np.float32), np.array([np.inf], np.float64),
+                                   np.array([1e39]), [0.5, float("nan")]])
+def test_predict_with_a_non_finite_input_is_invalid_argument(api, value):
+    e = refused(api.predict, "tiny", None, "predict_raw", {"x": value})
+    assert e.status == INVALID_ARGUMENT and "is not a finite float32 value" in e.message
+
+
+def test_predict_with_a_null_input_is_invalid_argument_naming_it(api):
+    e = refused(api.predict, "tiny", None, "predict_raw", {"x": [0.5, None]})
+    assert e.message == "input 'x': null (missing value) at [1]; every value must be given"
+
+
+def test_grpc_predict_with_a_nan_tensor_is_invalid_argument(api):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "predict_raw"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([0.0, np.nan], np.float32)))
+    ctx = FakeContext()
+    with pytest.raises(Aborted):
+        grpc_service.PredictionServicer(api).Predict(request, ctx)
+    assert ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT and "nan at [1]" in ctx.aborted[1]
+
+
+def test_classify_with_a_nan_example_is_invalid_argument_and_never_runs():
+    example = tf.train.Example()
+    example.features.feature["f"].float_list.value.extend([1.0, float("nan")])
+    model = FakeModel()
+    e = refused(ServingApi(FakeStore(model)).classify, "m", None, "cls", [example.SerializeToString()])
+    assert e.message.startswith("input 'inputs': example 0: feature 'f' has the value nan") and model.calls == []
+
+
+def test_predict_passes_finite_numbers_as_arrays_of_the_input_dtype():
+    model = FakeModel({"p": np.zeros(2)})
+    model.signatures["num"] = Signature(PREDICT_METHOD, {"v": _info("v:0", tf.float32)}, {"p": _info("p:0")})
+    ServingApi(FakeStore(model)).predict("m", None, "num", {"v": [1, 2.5]})
+    (_, inputs, _), = model.calls
+    assert inputs["v"].dtype == np.float32 and inputs["v"].tolist() == [1.0, 2.5]
+
+
+# ----------------------------------------------------------------------------- redact_paths
+def test_redact_paths_makes_paths_under_the_base_relative():
+    from serving.status import redact_paths
+
+    message = "OSError: Cannot parse file b'/data/base/tiny/2/saved_model.pb': bad"
+    assert redact_paths(message, "/data/base") == "OSError: Cannot parse file b'tiny/2/saved_model.pb': bad"
+    assert redact_paths("at: /data/base/tiny/2/{saved_model.pbtxt|saved_model.pb}", "/data/base/") == (
+        "at: tiny/2/{saved_model.pbtxt|saved_model.pb}")
+
+
+def test_redact_paths_cuts_other_absolute_paths_and_keeps_relative_ones():
+    from serving.status import redact_paths
+
+    assert redact_paths("NotFoundError: /opt/x/variables.index; Was: tensorflow/serving/predict ./a/b") == (
+        "NotFoundError: .../variables.index; Was: tensorflow/serving/predict ./a/b")

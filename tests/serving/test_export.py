@@ -134,3 +134,64 @@ def test_esmm_ranker_exports_ctcvr_and_is_gated_on_it(tmp_path):
     assert {"ctcvr_probability", "click_probability", "conversion_probability"} <= set(out)
     np.testing.assert_allclose(out["ctcvr_probability"], out["click_probability"] * out["conversion_probability"],
                                rtol=1e-5)
+
+
+class _StrictTransform(tf.Module):
+    """Stands in for the TF Transform layer: like ``TransformFeaturesLayer`` it rejects input
+    keys that are not the raw feature names (``ValueError: Unexpected inputs to transform``)."""
+
+    def __init__(self, categorical, numeric):
+        super().__init__()
+        self.categorical, self.numeric = list(categorical), list(numeric)
+
+    def __call__(self, inputs):
+        unexpected = set(inputs) - set(self.categorical) - set(self.numeric)
+        if unexpected:
+            raise ValueError(f"Unexpected inputs to transform: {unexpected}")
+        out = {c: tf.strings.to_hash_bucket_fast(inputs[c], 7) for c in self.categorical}
+        out.update({c: tf.cast(inputs[c], tf.float32) for c in self.numeric})
+        return out
+
+
+def test_predict_raw_keeps_column_names_that_are_not_python_identifiers(tmp_path):
+    """``item-price``, ``ctx.device``, ``2nd_item``: tf.function's keyword arguments would
+    become ``item_price`` ... and the transform would reject them at export. The signature
+    takes one dict: its keys (and the SignatureDef input keys clients send) stay the user's."""
+    import tf_keras as keras
+
+    from serving.signatures import ServingModule, save_serving_module
+
+    categorical, numeric = ["ctx.device", "user-segment", "2nd_item"], ["item-price"]
+    inputs = {c: keras.Input(shape=(), dtype="int64", name=c.replace(".", "_")) for c in categorical}
+    inputs.update({c: keras.Input(shape=(), dtype="float32", name=c) for c in numeric})
+    parts = [keras.layers.Reshape((1,))(tf.cast(v, tf.float32)) for v in inputs.values()]
+    logit = keras.layers.Reshape(())(keras.layers.Dense(1)(keras.layers.Concatenate()(parts)))
+    model = keras.Model(inputs, {"click_logit": logit, "click_probability": keras.layers.Activation("sigmoid")(logit)})
+    spec = {c: tf.io.FixedLenFeature([], tf.string, default_value="") for c in categorical}
+    spec.update({c: tf.io.FixedLenFeature([], tf.float32) for c in numeric})
+    module = ServingModule(_StrictTransform(categorical, numeric), model, spec, categorical + numeric, "click")
+    export_dir = str(tmp_path / "m")
+    save_serving_module(module, export_dir)
+
+    served = SessionModel(export_dir)
+    try:
+        assert set(served.signatures["predict_raw"].inputs) == set(categorical + numeric)
+        rows = {"ctx.device": ["ios", "web"], "user-segment": ["a", "b"], "2nd_item": ["i1", "i2"], "item-price": [1.5, 30.0]}
+        out = served.run("predict_raw", rows)["click_probability"]
+        examples = [tf.train.Example(features=tf.train.Features(feature={
+            **{c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[rows[c][i].encode()])) for c in categorical},
+            "item-price": tf.train.Feature(float_list=tf.train.FloatList(value=[rows["item-price"][i]]))})).SerializeToString()
+            for i in range(2)]
+        expected = served.run("serving_default", {"examples": examples})["click_probability"]
+        assert out.shape == (2,) and np.all(np.isfinite(out))
+        np.testing.assert_allclose(out, expected, atol=1e-7)
+    finally:
+        served.close()
+
+
+def test_serving_module_names_a_column_no_signature_key_can_hold():
+    from serving.signatures import ServingModule
+
+    spec = {"user country": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    with pytest.raises(ValueError, match=r"\['user country'\] cannot be predict_raw signature keys"):
+        ServingModule(_StrictTransform(["user country"], []), None, spec, ["user country"], "click")

@@ -268,8 +268,8 @@ def test_context_overlap_resolves_like_the_grpc_example_list_with_context():
 
 @pytest.mark.parametrize("value,fragment", [
     (["a", 1], "all strings, all integers or all numbers"),
-    ([None], "all strings, all integers or all numbers"),
-    ([[1, 2]], "all strings, all integers or all numbers"),
+    ([None], "null (missing value) at position 0"),
+    ([[1, 2]], "nested lists are not allowed"),
     (True, "all strings, all integers or all numbers"),
     ({"k": 1}, "unexpected JSON object"),
 ])
@@ -295,3 +295,49 @@ def test_example_that_is_not_an_object_is_invalid():
 def test_context_that_is_not_an_object_is_invalid():
     message = invalid_message(json_codec.examples_from_json, {"context": ["u1"], "examples": [{"x": 1.0}]})
     assert "'context' must be a JSON object" in message
+
+
+# ----------------------------------------------------------------------------- feature values: null, nested, range
+def test_decode_value_handles_any_depth_without_recursion():
+    value = 1.0
+    for _ in range(100_000):
+        value = [value]
+    out = json_codec.decode_value(value)
+    for _ in range(100_000):
+        out = out[0]
+    assert out == 1.0
+
+
+def test_decode_value_keeps_the_order_of_mixed_nesting():
+    assert json_codec.decode_value([1, [2, [3, b64(b"x")], 4], 5]) == [1, [2, [3, b"x"], 4], 5]
+
+
+def test_a_null_feature_value_names_the_missing_value():
+    message = invalid_message(json_codec.examples_from_json, {"examples": [{"feat": [1.0, None]}]})
+    assert message.startswith("feature 'feat': null (missing value) at position 1")
+
+
+def test_a_deeply_nested_feature_value_is_invalid_not_a_recursion_error():
+    value = 1.0
+    for _ in range(5000):
+        value = [value]
+    message = invalid_message(json_codec.examples_from_json, {"examples": [{"feat": value}]})
+    assert "nested lists are not allowed" in message and len(message) < 300
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e39, [1.0, 1e39], [1, 2.5, 10 ** 400]])
+def test_a_non_finite_float_feature_is_invalid(value):
+    message = invalid_message(json_codec.examples_from_json, {"examples": [{"feat": value}]})
+    assert "is not a finite float32" in message
+
+
+@pytest.mark.parametrize("value", [2 ** 63, -(2 ** 63) - 1, 10 ** 30])
+def test_an_integer_feature_beyond_int64_is_invalid_not_an_internal_error(value):
+    # Before: protobuf's ValueError("Value out of range") escaped as a 500.
+    assert "out of the int64 range" in invalid_message(json_codec.examples_from_json, {"examples": [{"feat": value}]})
+
+
+def test_int64_and_float32_limits_themselves_are_accepted():
+    ex, = parse_examples({"examples": [{"i": [2 ** 63 - 1, -(2 ** 63)], "f": [3.4e38, -3.4e38]}]})
+    assert list(ex.features.feature["i"].int64_list.value) == [2 ** 63 - 1, -(2 ** 63)]
+    assert ex.features.feature["f"].float_list.value[0] == pytest.approx(3.4e38, rel=1e-6)

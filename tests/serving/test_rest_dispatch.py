@@ -28,7 +28,8 @@ from tests.fakes.serving_models import tiny_example
 @pytest.fixture(scope="module")
 def handler(tiny_base):
     store = ModelStore(tiny_base, poll_seconds=60)
-    store.poll_once()  # loads version 1 synchronously; no polling thread
+    store.poll_once()  # notes version 1 (START); no polling thread
+    store.poll_once()  # its files are unchanged since: loads it synchronously
     yield RestHandler(ServingApi(store, max_batch_size=4))
     store.stop()
 
@@ -258,15 +259,12 @@ def test_body_that_is_not_a_json_object_is_400_json_parse_error(handler, body):
     assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400).startswith("JSON Parse error")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG serving/json_codec.py:32: decode_value recurses once per nesting level, so "
-                          "arrays that json.loads accepts can overflow it; dispatch's catch-all answers the "
-                          "RecursionError with a 500, though _parse_json (serving/rest.py:102) treats over-deep "
-                          "nesting as a 400")
 def test_deeply_nested_instances_are_400(handler):
-    depth = sys.getrecursionlimit() - len(inspect.stack(0)) - 30  # json.loads can parse it; decode_value cannot
+    # decode_value used to recurse once per level, so nesting json.loads accepts overflowed it (a 500).
+    depth = sys.getrecursionlimit() - len(inspect.stack(0)) - 30  # json.loads can parse it
     body = b'{"signature_name": "predict_raw", "instances": ' + b"[" * depth + b"1" + b"]" * depth + b"}"
-    assert call(handler, "POST", "/v1/models/tiny:predict", body)[0] == 400
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == (
+        "input 'x': nested more than 32 levels deep")
 
 
 # ----------------------------------------------------------------------------- error shaping
@@ -298,3 +296,89 @@ def test_handler_keeps_answering_after_an_internal_error():
 def test_error_bodies_are_json_serialisable(handler):
     _, body = call(handler, "POST", "/v1/models/tiny:predict", b"{bad")
     assert json.loads(json.dumps(body)) == body
+
+
+# ----------------------------------------------------------------------------- input values (nested, null, non-finite)
+def _raw(**body):
+    return {"signature_name": "predict_raw", **body}
+
+
+@pytest.mark.parametrize("body", [
+    _raw(instances=[[1.0], [1.0, 2.0]]),  # ragged rows
+    _raw(instances=[{"x": [[1.0], [2.0, 3.0]]}]),  # ragged inside a named instance
+    _raw(inputs={"x": [[1.0], [2.0, 3.0]]}),  # ragged columns
+    _raw(inputs={"x": [[1.0], 2.0]}),  # a list next to a value
+    {"instances": [[b64(b"a")], [b64(b"a"), b64(b"b")]]},  # ragged strings
+], ids=["rows", "named", "columns", "list-and-value", "strings"])
+def test_ragged_nested_list_values_are_400_not_500(handler, body):
+    # Before: np.ndim() in ServingApi raised ValueError on these: a 500.
+    message = error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400)
+    assert "ragged nested lists" in message and "same shape" in message
+
+
+def test_rectangular_nesting_deeper_than_the_signature_is_a_400_rank_error(handler):
+    assert "expected rank 1" in error_of(call(handler, "POST", "/v1/models/tiny:predict",
+                                              _raw(instances=[[1.0], [2.0]])), 400)
+
+
+@pytest.mark.parametrize("body,where", [
+    (_raw(instances=[None]), "[0]"),
+    (_raw(inputs={"x": [1.0, None]}), "[1]"),
+    (_raw(instances=[{"x": 1.0}, {"x": None}]), "[1]"),
+    ({"instances": [None]}, "[0]"),  # a null serialized example
+])
+def test_a_null_value_is_400_naming_the_missing_value(handler, body, where):
+    # Before: "cannot convert to float32: expected numbers, got strings".
+    message = error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400)
+    assert f"null (missing value) at {where}" in message and "strings" not in message
+
+
+@pytest.mark.parametrize("literal,shown", [
+    (b"NaN", "nan"), (b"Infinity", "inf"), (b"-Infinity", "-inf"), (b"1e39", "1e+39"), (b"-3.5e38", "-3.5e+38"),
+    (b"1" + b"0" * 40, "1e+40"),
+])
+def test_a_non_finite_numeric_input_is_400_not_nan_predictions(handler, literal, shown):
+    # Before: 200 with {"predictions": [NaN]} (or 1.0 for an overflowing 1e39).
+    body = b'{"signature_name": "predict_raw", "instances": [0.5, ' + literal + b"]}"
+    message = error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400)
+    assert message.startswith(f"input 'x': {shown} at [1] is not a finite float32 value")
+
+
+def test_the_largest_finite_float32_is_served(handler):
+    status, body = call(handler, "POST", "/v1/models/tiny:predict", _raw(instances=[3.4e38, -3.4e38]))
+    assert status == 200 and body["predictions"] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e39])
+def test_a_tf_example_with_a_non_finite_float_feature_is_400(handler, value):
+    example = example_pb2.Example()
+    example.features.feature["x"].float_list.value.append(value)  # 1e39 is stored as inf
+    body = {"instances": [b64(tiny_example(0.0)), b64(example.SerializeToString())]}
+    message = error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400)
+    assert message.startswith("input 'examples': example 1: feature 'x' has the value")
+
+
+def test_failed_version_status_has_no_absolute_paths(own_base):
+    import os
+
+    bad = os.path.join(own_base, "tiny", "2")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "saved_model.pb"), "wb") as f:
+        f.write(b"junk")
+    store = ModelStore(own_base, poll_seconds=60)
+    store.poll_once()
+    store.poll_once()
+    try:
+        _, body = RestHandler(ServingApi(store)).dispatch("GET", "/v1/models/tiny/versions/2", b"")
+        status = body["model_version_status"][0]
+        assert status["state"] == "END" and status["status"]["error_code"] == "UNKNOWN"
+        message = status["status"]["error_message"]
+        assert "tiny/2/saved_model.pb" in message and own_base not in message and "/tmp/" not in message
+    finally:
+        store.stop()
+
+
+def test_an_internal_error_message_has_no_absolute_paths():
+    api = FakeApi(fail=OSError("cannot open '/srv/models/secret/tiny/2/variables.index'"))
+    assert RestHandler(api).dispatch("GET", "/v1/models/m", b"") == (
+        500, {"error": "OSError: cannot open '.../variables.index'"})

@@ -153,3 +153,58 @@ def test_stage_fails_above_the_dead_letter_threshold(logs):
     assert not os.path.exists(run_dir.preprocess_dir)  # nothing half-written for later stages
     letters = [line for f in glob.glob(os.path.join(run_dir.rejected_dir, "dead_letters", "*.jsonl")) for line in open(f)]
     assert len(letters) == len(fx.bad_lines())
+
+
+@pytest.mark.parametrize("content", ["", "header", "header+blank", "empty.gz"])
+def test_an_input_without_records_fails_naming_it(tmp_path, content):
+    """Used to "succeed" with 0 records (and `train` crashed); caught before the pipeline runs."""
+    import gzip
+
+    from core.errors import InputError
+
+    header = ",".join(fx.COLUMNS) + "\n"
+    path = tmp_path / ("in.csv.gz" if content == "empty.gz" else "in.csv")
+    if content == "empty.gz":
+        path.write_bytes(gzip.compress(b""))
+    else:
+        path.write_text({"": "", "header": header, "header+blank": header + "\n\n"}[content])
+    run_dir = RunDir(str(tmp_path / "run"))
+    with pytest.raises(InputError, match="no records in the input") as e:
+        run_preprocess(fx.files_config(str(path)), run_dir, None)
+    assert str(path) in str(e.value)
+    assert not os.path.exists(run_dir.preprocess_dir)
+
+
+def test_no_valid_training_records_is_an_error_naming_the_input():
+    from core.errors import InputError
+    from pipeline.preprocess.stats import check_training_records
+
+    stats = {"rows_read": 3, "valid": 2, "dead_lettered": 1, "by_reason": {"missing_value": 1},
+             "rows_per_split": {"train": 0, "validation": 1, "test": 1}, "input": {"pattern": "/d/x-*.csv", "files": 2}}
+    with pytest.raises(DataValidationError, match=r"no valid training records in the input '/d/x-\*\.csv' \(2 files\)"):
+        check_training_records(stats, "/d/x-*.csv")
+    with pytest.raises(InputError, match="no records in the input"):
+        check_training_records(dict(stats, rows_read=0, valid=0, dead_lettered=0, by_reason={},
+                                    rows_per_split={"train": 0, "validation": 0, "test": 0}), "/d/x-*.csv")
+    check_training_records(dict(stats, rows_per_split={"train": 1, "validation": 1, "test": 0}), "/d/x-*.csv")
+
+
+@pytest.mark.slow
+def test_a_truncated_gzip_input_fails_the_stage_with_one_error_line(tmp_path, capfd, caplog):
+    """Used to exit 0 with the rows before the cut; now exit 2 and one `error:` line naming the file."""
+    import gzip
+
+    rows = fx.good_rows(1000, seed=2)
+    data = gzip.compress(open(fx.write_csv(tmp_path / "all.csv", rows), "rb").read())
+    path = tmp_path / "logs.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    run_dir = str(tmp_path / "run")
+    code = main(["preprocess", "--run-dir", run_dir, "--set", "data.source=files", "--set", f"data.path={path}",
+                 "--set", "preprocess.beam.direct_running_mode=in_memory", "--set", "preprocess.num_shards=1"])
+    err = capfd.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: input file {path} is a truncated or corrupt gzip file: "
+                      "Compressed file ended before the end-of-stream marker was reached"]
+    assert "Traceback" not in err and "Traceback" not in caplog.text
+    assert not os.path.exists(os.path.join(run_dir, "preprocess"))

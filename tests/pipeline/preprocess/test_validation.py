@@ -20,8 +20,10 @@ from tests.fakes import raw_records as fx
 def _census_like_config():
     return make_config(
         data={"source": "files", "path": "x.csv", "categorical": ["sex"], "numeric": ["age"],
-              "tasks": [{"name": "income", "label": "income", "positive_values": ["50000+."]},
-                        {"name": "marital", "label": "marital_stat", "positive_values": ["Never married"]}]})
+              "tasks": [{"name": "income", "label": "income", "positive_values": ["50000+."],
+                         "negative_values": ["- 50000."]},
+                        {"name": "marital", "label": "marital_stat", "positive_values": ["Never married"],
+                         "negative_values": "any"}]})
 
 
 def test_positive_values_label_is_one_iff_stripped_value_listed():
@@ -89,3 +91,49 @@ def test_every_bad_record_is_dead_lettered_with_its_reason(tmp_path):
     assert counters["records_valid"] == 40
     for reason, n in fx.expected_reason_counts().items():
         assert counters[f"dead_letter_{reason}"] == n
+
+
+def test_a_label_in_neither_positive_nor_negative_values_is_not_allowed():
+    schema = RecordSchema(_census_like_config())
+    with pytest.raises(InvalidRecord, match=r"label 'income': '50000\+' is in neither") as e:
+        schema.typed({"sex": "F", "age": "40", "income": "50000+", "marital_stat": "Widowed"})
+    assert e.value.reason == "label_not_allowed" and "50000+." in e.value.detail
+    # negative_values: any: every other marital status is a negative
+    assert schema.typed({"sex": "F", "age": "40", "income": "- 50000.", "marital_stat": "Widowed"})["marital_stat"] == 0.0
+
+
+@pytest.mark.parametrize("raw", ["1e308", "-1e39", "3.5e38"])
+def test_a_number_beyond_float32_is_not_finite(raw):
+    """Finite as a Python float, but inf in the float32 training data."""
+    with pytest.raises(InvalidRecord, match=r"'age'.*not finite as float32") as e:
+        RecordSchema(_census_like_config()).typed({"sex": "F", "age": raw, "income": "- 50000.", "marital_stat": "x"})
+    assert e.value.reason == "non_finite_value"
+
+
+def test_float32_limits_pass():
+    schema = RecordSchema(_census_like_config())
+    for raw in ("3.4028234e38", "-3.4028235e38", "1e-50"):
+        assert schema.typed({"sex": "F", "age": raw, "income": "- 50000.", "marital_stat": "x"})["age"] == float(raw)
+
+
+def test_csv_lines_the_csv_module_rejects_are_dead_letters_and_reading_goes_on():
+    """A field over csv.field_size_limit() and a bare CR used to raise _csv.Error out of the reader."""
+    import csv
+
+    huge = "x" * (csv.field_size_limit() + 1)
+    text = ("a,b,c\n1,2,3\n" + f"4,{huge},6\n" + "7,8,9\n" + "1,x\ry,3\n" + "2,3,4\n"
+            + "5,\x00,6\n" + "6,7,8\n")
+    recs = list(raw_formats.read_csv(io.BytesIO(text.encode()), "f.csv", CsvConfig()))
+    assert [r["position"] for r in recs] == [2, 3, 4, 5, 6, 7, 8]
+    assert [r.get("error", (None,))[0] for r in recs] == [
+        None, "unparsable_record", None, "unparsable_record", None, "invalid_encoding", None]
+    assert "longer than 131072 characters" in recs[1]["error"][1] and recs[1]["raw"] == f"4,{huge},6"
+    assert "carriage return" in recs[3]["error"][1] and recs[3]["raw"] == "1,x\ry,3"
+    assert "NUL byte" in recs[5]["error"][1]
+    assert [recs[i]["values"]["a"] for i in (0, 2, 4, 6)] == ["1", "7", "2", "6"]
+
+
+def test_jsonl_nul_bytes_and_control_characters_are_dead_letters():
+    text = b'{"a": 1}\n{"a": "x\x00"}\n{"a": "x\ry"}\n{"a": 2}\n'
+    recs = list(raw_formats.read_jsonl(io.BytesIO(text), "f.jsonl"))
+    assert [r.get("error", (None,))[0] for r in recs] == [None, "invalid_encoding", "unparsable_record", None]

@@ -66,3 +66,60 @@ def test_without_a_trained_model_names_the_stage_to_run(fake):
     cfg, run_dir, _ = fake
     with pytest.raises(InputError, match="pipeline train"):
         run_evaluate(cfg, run_dir, None)
+
+
+def _captured_axes(monkeypatch):
+    """Replaces the PNG writer of ``models.plots``: the figures' axes are kept for inspection."""
+    from models import plots
+
+    axes = {}
+
+    def keep(fig, path):
+        axes[os.path.basename(path)] = fig.axes[0]
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return axes
+
+
+def _drawn(ax) -> dict:
+    """label (without the '(n=..)' suffix) -> (x, y) of every drawn line."""
+    out = {}
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+        line = handle.lines[0] if hasattr(handle, "lines") else handle  # errorbar: its data line
+        out[label.split(" (")[0]] = (list(line.get_xdata()), list(line.get_ydata()))
+    return out
+
+
+def test_reliability_diagram_linear_axes_no_empty_bins_zero_rates_at_zero(monkeypatch):
+    from models import plots
+
+    axes = _captured_axes(monkeypatch)
+    curves = {"teacher": {"mean_prediction": [0.002, 0.03, 0.2, 0.5], "observed_rate": [0.0, 0.04, 0.0, 0.45],
+                          "count": [300, 300, 0, 300]},  # the third bin holds no example
+              "student": {"mean_prediction": [0.01, 0.3], "observed_rate": [0.0, 0.2], "count": [500, 500]},
+              "oracle": {"mean_prediction": [0.005, 0.4], "observed_rate": [0.004, 0.41], "count": [500, 500]}}
+    plots.reliability_diagram(curves, "/nonexistent/calibration_x.png", "reliability: x")
+    ax = axes["calibration_x.png"]
+    assert ax.get_xscale() == ax.get_yscale() == "linear"
+    assert ax.get_xlim()[0] == ax.get_ylim()[0] == 0.0 and ax.get_xlim() == ax.get_ylim()
+    drawn = _drawn(ax)
+    assert {"teacher", "student", "oracle", "perfect calibration"} <= set(drawn)
+    assert drawn["teacher"] == ([0.002, 0.03, 0.5], [0.0, 0.04, 0.45])  # empty bin left out, rate 0 at 0
+    assert drawn["student"][1] == [0.0, 0.2]
+    assert all(y == 0.0 or y >= 1e-3 for _, ys in drawn.values() for y in ys)  # nothing parked at 1e-5
+
+
+@pytest.mark.slow
+def test_calibration_plots_carry_teacher_student_and_oracle(fake, monkeypatch):
+    cfg, run_dir, info = fake
+    _save(cfg, run_dir, info, "teacher", cfg.model)
+    _save(cfg, run_dir, info, "student", cfg.distill.student)
+    axes = _captured_axes(monkeypatch)
+    result = run_evaluate(cfg, run_dir, None)
+    assert result.metrics["calibration_curves"] == {t: ["teacher", "student", "oracle"] for t in ("click", "conversion")}
+    for task in ("click", "conversion"):
+        ax = axes[f"calibration_{task}.png"]
+        assert ax.get_xscale() == "linear" and {"teacher", "student", "oracle"} <= set(_drawn(ax))
+        assert f"![calibration {task}: teacher, student, oracle](plots/calibration_{task}.png)" in result.report
+    assert result.extra["rows_unit"] == "test examples (each model)"

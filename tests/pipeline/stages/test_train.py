@@ -14,7 +14,7 @@ from models.inputs import count_examples, make_dataset
 from models.training import train_model
 from core.config import load_config
 from core.errors import ConfigError
-from pipeline.stages.train import run as run_train
+from pipeline.stages.train import run as run_train, training_datasets
 from tests.fakes.transformed_run import REPO, TINY, fake_examples, make_fake_run
 
 
@@ -83,8 +83,63 @@ def test_killed_run_resumes_from_backup_at_the_interrupted_epoch(fake):
     second = EpochRecorder()
     result = fit([second])
     assert second.started == [1, 2], "must resume at epoch 2 (index 1), not restart at epoch 1"
-    assert result.epochs == [1, 2]
+    assert result.epochs == [0, 1, 2] and result.resumed_epoch == 1  # the history keeps epoch 1
+    assert all(len(v) == 3 for v in result.history.values()), result.history
+    assert result.rows == 3 * count_examples(run_dir.split_pattern("train"))
     assert not os.path.exists(run_dir.path("teacher", "backup", "chief"))  # deleted after a finished run
+
+
+@pytest.mark.slow
+def test_a_resumed_train_stage_writes_what_an_uninterrupted_one_writes(tmp_path):
+    """The train stage killed in epoch 2 and run again: metrics.json holds all three epochs
+    (epoch 1 was lost), the same values as an uninterrupted run to 1e-6 (the final AUC
+    differed: the resumed epochs read other batches), the same best epoch, rows and plot."""
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"),
+                      TINY + ["training.learning_rate=0.01", "training.epochs=3", "training.early_stopping_patience=5"])
+    runs = {name: make_fake_run(str(tmp_path / name)) for name in ("straight", "killed")}
+    straight = run_train(cfg, runs["straight"][0], None)
+
+    run_dir, info = runs["killed"]
+    train, val, rows = training_datasets(cfg, run_dir, info)  # as the stage trains
+    model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=cfg.training.seed)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(model, train, val, cfg.training, run_dir.model_dir("teacher"), tasks=cfg.task_names,
+                    train_rows=rows, name="teacher", callbacks=[InterruptAfter(epoch=1, batches=2)])
+    resumed = run_train(cfg, run_dir, None)
+
+    a, b = (json.load(open(os.path.join(r.model_dir("teacher"), "metrics.json"))) for r in
+            (runs["straight"][0], run_dir))
+    assert sorted(b["history"]) == sorted(a["history"]) and len(a["history"]["val_auc_mean"]) == 3
+    for k, values in a["history"].items():
+        np.testing.assert_allclose(b["history"][k], values, rtol=0, atol=1e-6, err_msg=k)
+    assert (b["best_epoch"], b["rows"]) == (a["best_epoch"], a["rows"]) and a["rows"] == 3 * rows
+    assert b["best_metrics"] == pytest.approx(a["best_metrics"], abs=1e-6)
+    assert resumed.metrics == pytest.approx(straight.metrics, abs=1e-5) and resumed.rows == straight.rows
+    assert "resumed from the backup at epoch 2" in resumed.report
+    assert not os.path.exists(run_dir.path("teacher", "backup", "chief"))
+
+
+@pytest.mark.slow
+def test_train_stage_reports_an_undefined_auc_for_a_task_with_one_label_class(tmp_path, caplog):
+    """All-0 conversion labels: the stage metrics, report and metrics.json say undefined
+    (Keras' AUC said 0.0, and val_auc_mean was half the click AUC)."""
+    from tests.fakes.transformed_run import write_split
+
+    run_dir, info = make_fake_run(str(tmp_path / "run"))
+    for i, (split, n) in enumerate((("train", 768), ("validation", 256))):
+        cols = fake_examples(n, seed=i)
+        cols["label_conversion"] = np.zeros(n, np.float32)
+        write_split(run_dir.split_pattern(split), cols, shards=2 if split == "train" else 1)
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY)
+    with caplog.at_level("WARNING", logger="models.training"):
+        result = run_train(cfg, run_dir, None)
+    assert result.metrics["val_conversion_auc"] is None
+    assert result.metrics["val_auc_mean"] == result.metrics["val_click_auc"] > 0.5
+    assert "val_conversion_auc=undefined" in result.report
+    metrics = json.load(open(run_dir.path("teacher", "metrics.json")))
+    assert metrics["history"]["val_conversion_auc"] == [None] and metrics["history"]["conversion_auc"] == [None]
+    warnings = [r.getMessage() for r in caplog.records if "single label class" in r.getMessage()]
+    assert len(warnings) == 1 and "'conversion'" in warnings[0], warnings
 
 
 @pytest.mark.slow
