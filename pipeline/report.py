@@ -13,17 +13,6 @@ from datetime import datetime
 
 from core.run_dir import RunDir, Summary
 
-# The stages whose outputs each stage's section describes (what it read). export reads the
-# teacher (train) or the student (distill) it published; everything is transitive.
-_INPUTS = {
-    "preprocess": ("generate",),
-    "train": ("preprocess",),
-    "evaluate": ("preprocess", "train", "distill"),
-    "distill": ("preprocess", "train"),
-    "export": ("preprocess", "train", "distill"),
-    "predict": ("export",),
-    "pareto": ("preprocess",),
-}
 
 # What each stage's ``rows`` counts, unless its entry says it (``rows_unit``).
 ROWS_UNIT = {
@@ -56,7 +45,9 @@ def _time(text):
 
 
 def _inputs(name: str, entry: dict) -> list[str]:
-    inputs = list(_INPUTS.get(name, ()))
+    from pipeline.stages import STAGES  # the registrations declare what each stage reads
+
+    inputs = list(STAGES.get(name).reads) if name in STAGES else []
     if name == "export" and (entry.get("metrics") or {}).get("role") == "teacher":
         inputs.remove("distill")
     return inputs

@@ -13,7 +13,7 @@ imports every stage module to list its flags) answers at once.
 
 What ``run_stage`` guarantees for every stage:
 
-* inputs: before it starts, each stage it reads from (``STAGE_INPUTS``) whose outputs exist
+* inputs: before it starts, each stage it reads from (the ``reads`` of its registration) whose outputs exist
   must have succeeded on its last attempt; else one ``InputError`` naming the stage to re-run
   (nothing is recorded for the refused stage);
 * its own outputs are marked in-progress (``"status": "running"`` in summary.json) while it
@@ -85,6 +85,8 @@ class Stage:
       run: ``run(cfg, run_dir, opts) -> StageResult``.
       add_arguments: adds the stage's own flags to its sub-parser (None: none).
       in_run: part of ``python -m pipeline run``.
+      reads: the stages whose outputs it reads (the start-time refusal of stale inputs and
+        the report's staleness marks follow them).
     """
 
     name: str
@@ -92,14 +94,15 @@ class Stage:
     run: Callable[[PipelineConfig, RunDir, argparse.Namespace], StageResult]
     add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
     in_run: bool = True
+    reads: tuple = ()
 
 
 def stage(name: str, help: str, *, arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None,
-          in_run: bool = True):
+          in_run: bool = True, reads: tuple = ()):
     """Decorator: registers the decorated ``run`` function as stage ``name`` in ``STAGES``."""
 
     def register(run):
-        STAGES.add(name, Stage(name, help, run, arguments, in_run), help)
+        STAGES.add(name, Stage(name, help, run, arguments, in_run, tuple(reads)), help)
         return run
 
     return register
@@ -130,23 +133,11 @@ def stages_for_run(cfg: PipelineConfig) -> list[str]:
     return order
 
 
-# The stages whose outputs (``core.run_dir.STAGE_OUTPUTS``) each stage reads. A new stage that
-# reads another stage's output adds a line here. (``export``'s published versions are not
-# listed: a failed export publishes nothing and leaves the earlier versions valid.)
-STAGE_INPUTS = {
-    "preprocess": ("generate",),
-    "train": ("preprocess",),
-    "evaluate": ("preprocess", "train", "distill"),
-    "distill": ("preprocess", "train"),
-    "export": ("preprocess", "train", "distill"),
-    "predict": ("generate",),
-    "pareto": ("preprocess",),
-}
-
-
 def stage_inputs(name: str, cfg: PipelineConfig, opts) -> list[str]:
     """The producers of what stage ``name`` reads for this config and these options."""
-    inputs = list(STAGE_INPUTS.get(name, ()))
+    # export's published versions are never refused: a failed export publishes nothing and
+    # leaves the earlier versions valid.
+    inputs = [r for r in STAGES.get(name).reads if r != "export"]
     if "generate" in inputs and (cfg.data.source != "synthetic" or getattr(opts, "input", None)):
         inputs.remove("generate")  # reads data.path / --input, not the generated logs
     if name == "export" and getattr(opts, "model", None) == "teacher":

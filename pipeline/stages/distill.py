@@ -4,7 +4,9 @@ from __future__ import annotations
 from pipeline.stages.base import StageResult, add_beam_arguments, stage
 
 
-@stage("distill", "score data with the teacher on Beam and distil a compact student", arguments=add_beam_arguments)
+@stage("distill", "score data with the teacher on Beam and distil a compact student",
+       arguments=add_beam_arguments,
+       reads=("preprocess", "train"))
 def run(cfg, run_dir, opts) -> StageResult:
     from pipeline.distillation import distill
 

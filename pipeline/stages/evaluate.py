@@ -29,7 +29,8 @@ def _report(results: dict, oracle: dict) -> str:
     return "\n".join(lines)
 
 
-@stage("evaluate", "evaluate trained models on the test split (AUC, logloss, calibration, GAUC, oracle gap)")
+@stage("evaluate", "evaluate trained models on the test split (AUC, logloss, calibration, GAUC, oracle gap)",
+       reads=("preprocess", "train", "distill"))
 def run(cfg, run_dir, opts) -> StageResult:
     from models import metrics as M
     from models import model_io, plots

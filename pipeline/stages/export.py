@@ -20,7 +20,9 @@ def _arguments(p) -> None:
                    help="which trained model to export (default: export.serve_model, or the teacher when no student exists)")
 
 
-@stage("export", "export a SavedModel for TF Serving through the validation gate", arguments=_arguments)
+@stage("export", "export a SavedModel for TF Serving through the validation gate",
+       arguments=_arguments,
+       reads=("preprocess", "train", "distill"))
 def run(cfg, run_dir: RunDir, opts) -> StageResult:
     from serving import versions
     from serving.export import export_model

@@ -37,7 +37,7 @@ def _table(summary, tasks) -> list[str]:
     return lines
 
 
-@stage("pareto", "train a grid of task weightings with and without aux towers", in_run=False)
+@stage("pareto", "train a grid of task weightings with and without aux towers", in_run=False, reads=("preprocess",))
 def run(cfg, run_dir, opts) -> StageResult:
     from models import model_io
     from models.pareto_study import check_study, run_grid, summarize, verdict

@@ -20,7 +20,9 @@ def _arguments(p) -> None:
     p.add_argument("--format", choices=INPUT_FORMATS.names(), help="input format (default: data.format of the config)")
 
 
-@stage("predict", "score raw input files with the exported model on Beam", arguments=_arguments)
+@stage("predict", "score raw input files with the exported model on Beam",
+       arguments=_arguments,
+       reads=("generate", "export"))
 def run(cfg, run_dir: RunDir, opts) -> StageResult:
     from pipeline.batch_predict import predict_files
 

@@ -13,7 +13,9 @@ from core.splits import SPLITS
 from pipeline.stages.base import StageResult, add_beam_arguments, stage
 
 
-@stage("preprocess", "validate, split and transform raw records with Beam + TF Transform", arguments=add_beam_arguments)
+@stage("preprocess", "validate, split and transform raw records with Beam + TF Transform",
+       arguments=add_beam_arguments,
+       reads=("generate",))
 def run(cfg, run_dir: RunDir, opts) -> StageResult:
     """``python -m pipeline preprocess``: see ``pipeline/preprocess/job.py``."""
     from pipeline.preprocess import stats as preprocess_stats

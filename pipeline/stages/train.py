@@ -70,6 +70,6 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[os.path.relpath(plot, run_dir.root)], report="\n".join(lines), message=f"{role} saved to {result.artifacts.get('serving_model')}")
 
 
-@stage("train", "train the multi-task teacher with self-auxiliary towers")
+@stage("train", "train the multi-task teacher with self-auxiliary towers", reads=("preprocess",))
 def run(cfg, run_dir, opts) -> StageResult:
     return train_role(cfg, run_dir, ROLE, cfg.model)
