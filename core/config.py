@@ -437,10 +437,6 @@ class PipelineConfig:
 # ----------------------------------------------------------------------------- loading
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Checks ``value`` against the annotation ``tp`` and builds nested dataclasses."""
     origin = typing.get_origin(tp)

@@ -1,4 +1,5 @@
-"""The ``export`` stage: SavedModel for TF Serving, validated by the gate, then published.
+"""Export: a SavedModel for TF Serving, validated by the gate, then published (the ``export``
+stage, ``pipeline/stages/export.py``, picks the model and records the result).
 
 Steps: pick the trained model (``--model``, else ``export.serve_model``, falling back to the
 teacher when no student exists); build ``ServingModule`` (TF Transform layer + Keras serving

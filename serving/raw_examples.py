@@ -3,7 +3,7 @@
 Export needs a few hundred or thousand raw rows outside Beam: validation rows for the warmup
 file, test rows for the gate's metrics and skew checks. ``read_split`` reuses the
 preprocessing engineer's decoders (``core.raw_formats``), record checks
-(``pipeline.preprocess.validation.RecordSchema``) and split assignment (``pipeline.preprocess.split``), so it
+(``core.records.RecordSchema``) and split assignment (``core.splits``), so it
 yields exactly the records preprocessing put into that split, in file order.
 ``core.feature_specs.encode_raw_example`` turns a typed record into the raw ``tf.Example``
 a serving client sends (features only, parsed by ``core.feature_specs.serving_feature_spec``).

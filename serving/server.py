@@ -1,9 +1,9 @@
-"""The ``serve`` stage: a TF-Serving-compatible model server on loopback.
+"""A TF-Serving-compatible model server (``python -m pipeline serve`` runs it: ``pipeline/stages/serve.py``).
 
 ``ModelServer`` wires one ``ModelStore`` (polling ``<base>/<model_name>/<version>/``, loading
 with the TF1 session loader, warmup before a version is served, latest-version policy) to a
 REST front end (``serving.rest``, default port 8501) and a gRPC front end
-(``serving.grpc_service``, default 8500). ``run_stage`` starts it and serves until Ctrl-C or
+(``serving.grpc_service``, default 8500). The serve stage starts it and serves until Ctrl-C or
 SIGTERM. Ports: ``--rest-port``/``--grpc-port`` override ``serving.rest_port``/``grpc_port``;
 on the command line 0 disables that front end, while the ``ModelServer`` class treats 0 as
 "pick a free port" (what tests use).

@@ -140,8 +140,8 @@ def stage_inputs(name: str, cfg: PipelineConfig, opts) -> list[str]:
     inputs = [r for r in STAGES.get(name).reads if r != "export"]
     if "generate" in inputs and (cfg.data.source != "synthetic" or getattr(opts, "input", None)):
         inputs.remove("generate")  # reads data.path / --input, not the generated logs
-    if name == "export" and getattr(opts, "model", None) == "teacher":
-        inputs.remove("distill")
+    if name == "export" and (getattr(opts, "model", None) or cfg.export.serve_model) == "teacher":
+        inputs.remove("distill")  # the teacher it exports does not come from distill
     return inputs
 
 

@@ -9,13 +9,14 @@ from core.errors import ConfigError
 from core.figures import pyplot, save_figure
 from core.run_dir import RunDir, atomic_dir, read_json, write_json_atomic
 from pipeline.stages.base import StageResult, stage
-from pipeline.synthetic.generator import SUCCESS_FILE, generate, synthetic_signature
 
 log = logging.getLogger("pipeline.stages.generate")
 
 
 @stage("generate", "write the synthetic click/conversion logs (source: synthetic)")
 def run(cfg, run_dir: RunDir, opts) -> StageResult:
+    from pipeline.synthetic.generator import SUCCESS_FILE, generate, synthetic_signature  # numpy, pandas
+
     """Writes ``cfg.synthetic.rows`` rows into ``run_dir.raw_data_dir`` (or reuses them)."""
     if cfg.data.source != "synthetic":
         raise ConfigError(

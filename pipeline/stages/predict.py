@@ -28,9 +28,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
 
     pattern, fmt = run_dir.raw_input(cfg)
     pattern = getattr(opts, "input", None) or pattern
-    fmt = getattr(opts, "format", None) or (fmt if not getattr(opts, "input", None) else cfg.data.format)
-    if getattr(opts, "input", None) and not getattr(opts, "format", None) and cfg.data.source == "synthetic":
-        fmt = cfg.synthetic.format
+    fmt = getattr(opts, "format", None) or fmt  # the run's own input format (synthetic.format or data.format)
     output = os.path.abspath(getattr(opts, "output", None) or run_dir.predictions_dir)
     export_dir = latest_version_dir(cfg, run_dir)
     log.info("predict: scoring %s (%s) with %s into %s", pattern, fmt, export_dir, output)

@@ -111,17 +111,17 @@ def test_later_stages_refuse_the_output_left_by_a_failed_or_killed_preprocess(tm
 def test_a_stage_marks_its_outputs_running_until_it_ends(tmp_path, monkeypatch):
     """What a SIGKILL leaves: the entry written when the stage started."""
     from core.run_dir import Summary
-    from pipeline.stages import generate as generate_stage
+    from pipeline.synthetic import generator
 
     run_dir = RunDir(str(tmp_path / "run"))
     seen = {}
-    real = generate_stage.generate
+    real = generator.generate
 
     def generate(s, out_dir):
         seen["during"] = dict(Summary(run_dir).load()["stages"].get("generate") or {})
         return real(s, out_dir)
 
-    monkeypatch.setattr(generate_stage, "generate", generate)
+    monkeypatch.setattr(generator, "generate", generate)  # the stage imports it when it runs
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), SMALL)
     run_stage("generate", cfg, run_dir, None)
     assert seen["during"].get("status") == "running" and seen["during"]["pid"] == os.getpid()
