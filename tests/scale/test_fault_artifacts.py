@@ -121,7 +121,7 @@ def _disk_full_generate(monkeypatch):
             f.write("user_id,item_id\n1,")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr("pipeline.stages.generate.generate", generate)
+    monkeypatch.setattr("pipeline.synthetic.generator.generate", generate)  # the stage imports it when it runs
 
 
 def test_disk_full_in_a_stage_is_one_error_line_and_nothing_is_published(tmp_path, monkeypatch, capsys):
