@@ -224,6 +224,23 @@ def example_values(serialized: bytes) -> tuple[dict | None, str | None]:
     return values, None
 
 
+def _check_gzip_complete(path: str, source: str, records: int) -> None:
+    """``InputError`` unless the gzip stream of ``path`` runs to its end-of-stream marker.
+
+    TF's GZIP reader can end quietly at a cut that falls on a record boundary, so a truncated
+    ``.tfrecord.gz`` would lose its tail silently; Python's gzip raises there. (One more
+    decompression pass over the file, the price of never dropping records.)"""
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as e:
+        raise InputError(f"input file {source} is a corrupt or truncated TFRecord file "
+                         f"(gzip stream cut after {records} records): {e}") from None
+
+
 def read_tfrecord(path: str, source: str) -> Iterator[dict]:
     """Records of a TFRecord file of ``tf.train.Example`` (gzip when the name ends in .gz).
 
@@ -241,6 +258,8 @@ def read_tfrecord(path: str, source: str) -> Iterator[dict]:
         try:
             serialized = next(serialized_records)
         except StopIteration:
+            if compression == "GZIP":
+                _check_gzip_complete(path, source, index + 1)
             return
         except tf.errors.DataLossError as e:
             raise InputError(f"input file {source} is a corrupt or truncated TFRecord file "
