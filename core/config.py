@@ -176,16 +176,19 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _validate_model_names(d: "DataConfig") -> None:
-    """Feature columns (categorical, numeric) and task names: ``MODEL_NAME``, named at load,
-    before any stage runs (they would otherwise break training, model loading or export)."""
+    """Feature columns (categorical, numeric, lists, crosses) and task names: ``MODEL_NAME``,
+    named at load, before any stage runs (they would otherwise break training, model loading
+    or export)."""
     for key, values in (("data.categorical", d.categorical), ("data.numeric", d.numeric),
+                        ("data.lists[].name", [f.name for f in d.lists]),
+                        ("data.crosses[].name", [cross_name(c) for c in d.crosses]),
                         ("data.tasks[].name", [t.name for t in d.tasks])):
         for name in values:
             if MODEL_NAME.fullmatch(name):
                 continue
             safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", name)).strip("_-") or "column"
-            if key == "data.tasks[].name":
-                fix = f"name the task e.g. {safe!r}"
+            if key in ("data.tasks[].name", "data.crosses[].name"):
+                fix = f"name it e.g. {safe!r}"
             elif d.format == "csv":
                 fix = (f"rename the column, e.g. data.csv.rename: {{{name!r}: {safe}}}, and use {safe!r} here"
                        if name not in d.csv.rename.values() else f"rename it to e.g. {safe!r} in data.csv.rename")
@@ -194,6 +197,62 @@ def _validate_model_names(d: "DataConfig") -> None:
             raise ConfigError(f"{key}: {name!r} cannot be a model name: use letters, digits, '_' and '-' only, "
                               f"starting with a letter or digit (TensorFlow builds layer and signature names "
                               f"from it); {fix}")
+
+
+LIST_KINDS = ("multi_valued", "sequence")
+POOLINGS = ("sum", "mean", "sqrtn", "attention")
+SEQUENCE_ORDERS = ("recent_last", "recent_first")
+WEIGHTS_TOKENS = "tokens"  # ListFeatureConfig.weights: per-value weights as ``value:weight`` tokens
+
+
+@dataclass
+class ListFeatureConfig:
+    """A variable-length categorical feature: a multi-valued set (tags, a basket) or a sequence.
+
+    In CSV the values are one field joined by ``separator`` (``"a|b|c"``; an empty field is an
+    empty list); in JSONL and Parquet a list; in ``tf.Example`` a ``bytes_list`` (or
+    ``int64_list``) with any number of values. TF Transform maps the values to ids (a
+    vocabulary with ``preprocess.vocab``'s options, or ``data.hash_buckets``), keeps the first
+    ``max_length`` (a sequence: the ``max_length`` most recent) and pads to ``max_length``;
+    the model pools the value embeddings into one vector.
+    """
+
+    name: str = ""
+    kind: str = _f("multi_valued", choices=list(LIST_KINDS))
+    separator: str = "|"  # CSV only: joins the values within the field
+    # The padded width in the transformed data: longer lists are truncated (a sequence keeps
+    # its most recent values), counted in stats.json; a list longer than data.max_list_length
+    # is a dead letter (list_too_long).
+    max_length: int = _f(16, lo=1, hi=4096)
+    # How the value embeddings become one vector: sum | mean | sqrtn (sum / sqrt(count)),
+    # weighted by the per-value weights when given; attention (sequence only): DIN target
+    # attention queried by ``target``. An empty list pools to zeros.
+    pooling: str = _f("mean", choices=list(POOLINGS))
+    # Per-value weights: None (all 1), "tokens" (each value is ``value:weight``), or the name
+    # of a parallel list column holding one finite weight per value.
+    weights: Optional[str] = None
+    # A categorical feature (data.categorical or another list) whose vocabulary (or hash
+    # buckets) and embedding table this list uses: e.g. hist_items shares item_id's.
+    shares: Optional[str] = None
+    # pooling: attention only: the categorical feature whose embedding queries the sequence
+    # (it must have the same embedding table, i.e. be ``shares`` or share it).
+    target: Optional[str] = None
+    # sequence only: where the most recent value is.
+    order: str = _f("recent_last", choices=list(SEQUENCE_ORDERS))
+
+
+@dataclass
+class CrossConfig:
+    """A hashed cross of two or more categorical columns: one id per combination of values."""
+
+    columns: list[str] = _f(factory=list)
+    hash_buckets: int = _f(10_000, lo=1)
+    name: str = ""  # default: the columns joined by "_x_"
+
+
+def cross_name(cross: CrossConfig) -> str:
+    """The model feature name of a cross: ``name`` or ``<a>_x_<b>...``."""
+    return cross.name or "_x_".join(cross.columns)
 
 
 @dataclass
@@ -214,6 +273,17 @@ class DataConfig:
     passthrough: list[str] = _f(factory=list)
     # task name -> passthrough column holding the true probability of that task's label.
     oracle: dict[str, str] = _f(factory=dict)
+    # Variable-length categorical features (multi-valued and sequences): see ListFeatureConfig.
+    lists: list[ListFeatureConfig] = _f(factory=list)
+    # Categorical or list features whose ids are hashed into N buckets instead of a
+    # vocabulary (no vocabulary pass; FarmHash64 of salt + value: stable across runs,
+    # processes and runners). A list that shares another feature's table uses its hashing.
+    hash_buckets: dict[str, int] = _f(factory=dict, lo=1)
+    hash_salt: str = ""
+    # Hashed crosses of categorical (single-valued) columns.
+    crosses: list[CrossConfig] = _f(factory=list)
+    # A list with more values than this is a dead letter (list_too_long).
+    max_list_length: int = _f(1000, lo=1)
 
 
 @dataclass
@@ -258,7 +328,10 @@ class VocabConfig:
 @dataclass
 class NumericTransformConfig:
     log1p: list[str] = _f(factory=list)  # numeric columns z-scored after log1p
-    quantile_buckets: int = _f(0, lo=0)  # >0 adds a bucketized copy '<name>_bucket'
+    quantile_buckets: int = _f(0, lo=0)  # >0 adds a bucketized copy '<name>_bucket' (embedded)
+    # >0: also a piecewise-linear encoding over that many TFT quantile bins, '<name>_ple'
+    # (Gorishniy et al. 2022), embedded by a per-feature linear layer. Besides the z-score.
+    piecewise_linear_bins: int = _f(0, lo=0, hi=1024)
 
 
 @dataclass
@@ -311,6 +384,10 @@ class AuxTowerConfig:
 @dataclass
 class ModelConfig:
     backbone: str = _f("shared_bottom", choices=BACKBONES)
+    # The model features this model reads (categorical, list, cross, numeric names and the
+    # derived '<n>_bucket' / '<n>_ple'); empty: all. A student may skip the teacher's most
+    # expensive features; its served model then needs only their raw columns.
+    features: list[str] = _f(factory=list)
     embedding_dim: int = _f(16, lo=1)
     # DCN-v2 cross layers between the embedding and the backbone (0: none).
     cross_layers: int = _f(0, lo=0)
@@ -473,7 +550,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 def _check_range(value: Any, meta: dict, key: str) -> None:
     if not meta or value is None:
         return
-    values = value if isinstance(value, list) else [value]
+    values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
     for v in values:
         choices = meta.get("choices")
         if isinstance(choices, Registry):
@@ -506,6 +583,113 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
+def list_feature(d: "DataConfig", name: str) -> Optional[ListFeatureConfig]:
+    """The ``data.lists`` entry named ``name``, or None."""
+    return next((f for f in d.lists if f.name == name), None)
+
+
+def weight_columns(d: "DataConfig") -> dict[str, str]:
+    """List feature -> its parallel weight column (``weights: <column>``)."""
+    return {f.name: f.weights for f in d.lists if f.weights and f.weights != WEIGHTS_TOKENS}
+
+
+def table_owner(d: "DataConfig", name: str) -> str:
+    """The feature whose vocabulary and embedding table ``name`` uses (following ``shares``)."""
+    seen = []
+    while True:
+        f = list_feature(d, name)
+        if f is None or not f.shares:
+            return name
+        seen.append(name)
+        name = f.shares
+        if name in seen:
+            raise ConfigError(f"data.lists: 'shares' forms a cycle: {' -> '.join(seen + [name])}")
+
+
+def _validate_lists(d: "DataConfig", columns: list[str]) -> None:
+    """``data.lists``, ``data.hash_buckets`` and ``data.crosses``: see their dataclasses."""
+    categorical = set(d.categorical) | {f.name for f in d.lists}
+    weights = weight_columns(d)
+    for i, f in enumerate(d.lists):
+        where = f"data.lists[{i}] ({f.name or '?'})"
+        if not f.name:
+            raise ConfigError(f"data.lists[{i}].name: required")
+        if len(f.separator) != 1 or f.separator in "\r\n":
+            raise ConfigError(f"{where}.separator: expected one character (not a line break), got {f.separator!r}")
+        if f.max_length > d.max_list_length:
+            raise ConfigError(f"{where}.max_length: {f.max_length} exceeds data.max_list_length {d.max_list_length}")
+        if f.pooling == "attention":
+            if f.kind != "sequence":
+                raise ConfigError(f"{where}.pooling: attention is for kind: sequence (multi_valued lists pool by "
+                                  f"sum, mean or sqrtn)")
+            if not f.target:
+                raise ConfigError(f"{where}.target: pooling: attention needs the categorical feature that queries "
+                                  f"the sequence (e.g. target: item_id)")
+            if f.target not in d.categorical:
+                raise ConfigError(f"{where}.target: {f.target!r} is not in data.categorical")
+            if table_owner(d, f.target) != table_owner(d, f.name):
+                raise ConfigError(f"{where}.target: {f.target!r} must use the same embedding table as {f.name!r} "
+                                  f"(set shares: {f.target})")
+        elif f.target:
+            raise ConfigError(f"{where}.target: only with pooling: attention")
+        if f.shares is not None:
+            if f.shares not in categorical or f.shares == f.name:
+                raise ConfigError(f"{where}.shares: expected another feature of data.categorical or data.lists, "
+                                  f"got {f.shares!r}")
+            table_owner(d, f.name)
+            if f.name in d.hash_buckets:
+                raise ConfigError(f"data.hash_buckets.{f.name}: {f.name!r} shares {f.shares!r}'s table; hash "
+                                  f"{f.shares!r} instead")
+        if f.weights and f.weights != WEIGHTS_TOKENS:
+            if f.weights in columns or f.weights in categorical:
+                raise ConfigError(f"{where}.weights: column {f.weights!r} is also a feature")
+    if len(set(weights.values())) != len(weights):
+        raise ConfigError("data.lists: two lists name the same weights column")
+    for name in d.hash_buckets:
+        if name not in categorical:
+            raise ConfigError(f"data.hash_buckets: {name!r} is not in data.categorical or data.lists")
+    names = [cross_name(c) for c in d.crosses]
+    for i, c in enumerate(d.crosses):
+        if len(c.columns) < 2 or len(set(c.columns)) != len(c.columns):
+            raise ConfigError(f"data.crosses[{i}].columns: expected two or more different columns, got {c.columns}")
+        bad = [col for col in c.columns if col not in d.categorical]
+        if bad:
+            raise ConfigError(f"data.crosses[{i}].columns: {bad} not in data.categorical (crosses are of "
+                              f"single-valued categorical columns)")
+    taken = set(columns)
+    for n in names:
+        if n in taken:
+            raise ConfigError(f"data.crosses: the name {n!r} is taken by another feature or cross")
+        taken.add(n)
+
+
+def model_feature_names(cfg: "PipelineConfig") -> list[str]:
+    """Every model feature the config produces (before ``model.features`` selects): categorical,
+    lists, crosses, numerics and their derived ``_bucket`` / ``_ple`` features."""
+    d, num = cfg.data, cfg.preprocess.numeric
+    names = list(d.categorical) + [f.name for f in d.lists] + [cross_name(c) for c in d.crosses] + list(d.numeric)
+    if num.quantile_buckets > 0:
+        names += [f"{n}_bucket" for n in d.numeric]
+    if num.piecewise_linear_bins > 0:
+        names += [f"{n}_ple" for n in d.numeric]
+    return names
+
+
+def _validate_model_features(cfg: "PipelineConfig") -> None:
+    """``model.features`` / ``distill.student.features``: known names; attention needs its target."""
+    known = model_feature_names(cfg)
+    teacher = cfg.model.features or known
+    for m, where, allowed in ((cfg.model, "model", known), (cfg.distill.student, "distill.student", teacher)):
+        bad = [n for n in m.features if n not in allowed]
+        if bad:
+            scope = "the model features" if where == "model" else "the teacher's features (model.features)"
+            raise ConfigError(f"{where}.features: {bad} not among {scope}: {allowed}")
+        chosen = set(m.features or allowed)
+        for f in cfg.data.lists:
+            if f.pooling == "attention" and f.name in chosen and f.target not in chosen:
+                raise ConfigError(f"{where}.features: {f.name!r} attends with {f.target!r}; list it too")
+
+
 def _validate(cfg: PipelineConfig) -> None:
     """Cross-field checks that a single field's type and range cannot express."""
     d = cfg.data
@@ -518,12 +702,14 @@ def _validate(cfg: PipelineConfig) -> None:
         _validate_task_values(i, t)
     if len(set(names)) != len(names):
         raise ConfigError(f"data.tasks: task names must be unique, got {names}")
-    if not (d.categorical or d.numeric):
-        raise ConfigError("data: at least one of data.categorical or data.numeric must list a column")
-    columns = d.categorical + d.numeric
+    if not (d.categorical or d.numeric or d.lists):
+        raise ConfigError("data: at least one of data.categorical, data.numeric or data.lists must list a column")
+    columns = d.categorical + d.numeric + [f.name for f in d.lists]
     if len(set(columns)) != len(columns):
-        raise ConfigError("data: a column is listed twice across data.categorical and data.numeric")
+        raise ConfigError("data: a column is listed twice across data.categorical, data.numeric and data.lists")
     _validate_model_names(d)
+    _validate_lists(d, columns)
+    columns = columns + list(weight_columns(d).values())
     labels = {t.label for t in d.tasks}
     overlap = labels & set(columns)
     if overlap:
@@ -554,6 +740,7 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"export.min_auc: '{task}' is not a task (tasks: {names})")
     if cfg.export.classification_task is not None and cfg.export.classification_task not in names:
         raise ConfigError(f"export.classification_task: expected one of {names}, got {cfg.export.classification_task!r}")
+    _validate_model_features(cfg)
     if len(cfg.pareto.reference_point) != 2:
         raise ConfigError("pareto.reference_point: expected two values (one AUC per task)")
 

@@ -2,8 +2,10 @@
 
 The one module that turns the schema (the ``PipelineConfig``'s data section and the
 ``core.features.FeatureInfo`` of a preprocessing run) into the artefacts preprocessing,
-training, distillation and serving exchange. Every feature is a scalar per example: a parsed
-batch is a dict name -> tensor of shape ``(batch,)``.
+training, distillation and serving exchange. A single-valued feature is a scalar per example
+(a parsed batch holds ``(batch,)``); a list feature is variable-length in the raw data
+(``tf.io.VarLenFeature``: a ``SparseTensor``) and fixed-width, padded, in the transformed data
+(``(batch, max_length)``); a piecewise-linear encoding is ``(batch, bins)``.
 
 * ``raw_tft_feature_spec(cfg)``: the typed raw records TF Transform analyses; raw
   categoricals and the group column string, numerics, labels, weight and passthrough float32.
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Union
 
-from core.config import PipelineConfig
-from core.features import GROUP_KEY, MISSING_CATEGORY, WEIGHT_KEY, FeatureInfo, label_key, teacher_logit_key
+from core.config import PipelineConfig, weight_columns
+from core.features import (GROUP_KEY, MISSING_CATEGORY, PAD_ID, WEIGHT_KEY, FeatureInfo, label_key, list_weights_key,
+                           teacher_logit_key)
 
 INT64, FLOAT32, STRING = "int64", "float32", "string"
 
@@ -40,6 +43,27 @@ def _scalar(dtype, default_value=None):
     return tf.io.FixedLenFeature([], tf.as_dtype(dtype), default_value=default_value)
 
 
+def _fixed(dtype, width: int, default_value=None):
+    """``tf.io.FixedLenFeature([width], dtype)``: a padded list or an encoding vector."""
+    import tensorflow as tf
+
+    return tf.io.FixedLenFeature([width], tf.as_dtype(dtype), default_value=default_value)
+
+
+def _var_len(dtype):
+    """``tf.io.VarLenFeature(dtype)``: any number of values (a ``SparseTensor`` when parsed)."""
+    import tensorflow as tf
+
+    return tf.io.VarLenFeature(tf.as_dtype(dtype))
+
+
+def _raw_list_specs(cfg: PipelineConfig) -> dict:
+    """List columns: ``VarLenFeature(string)``; their weight columns ``VarLenFeature(float32)``."""
+    spec = {f.name: _var_len(STRING) for f in cfg.data.lists}
+    spec.update({column: _var_len(FLOAT32) for column in weight_columns(cfg.data).values()})
+    return spec
+
+
 def raw_tft_feature_spec(cfg: PipelineConfig) -> dict:
     """Spec of the typed raw records TF Transform analyses and transforms.
 
@@ -48,10 +72,13 @@ def raw_tft_feature_spec(cfg: PipelineConfig) -> dict:
       column is present in a typed record): categorical columns ``tf.string``; numeric,
       label, weight and passthrough columns ``tf.float32``; the group column ``tf.string``
       (unless it is also a feature column). A column listed twice keeps its first dtype.
+      List columns ``tf.io.VarLenFeature(tf.string)``, their weight columns
+      ``tf.io.VarLenFeature(tf.float32)``.
     """
     d = cfg.data
     spec = {c: _scalar(STRING) for c in d.categorical}
     spec.update({c: _scalar(FLOAT32) for c in d.numeric})
+    spec.update(_raw_list_specs(cfg))
     for t in d.tasks:
         spec[t.label] = _scalar(FLOAT32)
     if d.weight_column:
@@ -69,15 +96,23 @@ def transformed_feature_spec(feature_info: FeatureInfo) -> dict:
     Returns:
       dict name -> ``tf.io.FixedLenFeature([], dtype)``:
 
-      * ``<categorical>`` (incl. ``<numeric>_bucket``): ``tf.int64`` id in ``[0, cardinality)``;
-      * ``<numeric>``: ``tf.float32``;
+      * ``<categorical>`` (incl. ``<numeric>_bucket`` and crosses): ``tf.int64`` id in
+        ``[0, cardinality)``;
+      * ``<list>``: ``FixedLenFeature([length], tf.int64)``, padded with ``PAD_ID``;
+        ``<list>__weights``: ``FixedLenFeature([length], tf.float32)`` when weighted;
+      * ``<numeric>``: ``tf.float32``; ``<numeric>_ple``: ``FixedLenFeature([bins], tf.float32)``;
       * ``label_<task>``: ``tf.float32`` 0/1;
       * ``example_weight``: ``tf.float32``, default 1.0 (examples written without a weight);
       * ``group_id``: ``tf.int64``, when ``feature_info.has_group``;
       * ``<passthrough>``: ``tf.float32``.
     """
     spec = {n: _scalar(INT64) for n in feature_info.categorical}
+    for name, info in feature_info.lists.items():
+        spec[name] = _fixed(INT64, info.length)
+        if info.weighted:
+            spec[list_weights_key(name)] = _fixed(FLOAT32, info.length)
     spec.update({n: _scalar(FLOAT32) for n in feature_info.numeric})
+    spec.update({n: _fixed(FLOAT32, bins) for n, bins in feature_info.piecewise.items()})
     spec.update({label_key(t): _scalar(FLOAT32) for t in feature_info.tasks})
     spec[WEIGHT_KEY] = _scalar(FLOAT32, default_value=1.0)
     if feature_info.has_group:
@@ -102,53 +137,81 @@ def scored_feature_spec(feature_info: FeatureInfo, tasks: Iterable[str]) -> dict
     return spec
 
 
-def serving_feature_spec(cfg: PipelineConfig) -> dict:
+def serving_feature_spec(cfg: PipelineConfig, columns: Iterable[str] | None = None) -> dict:
     """Spec of a serving request's raw ``tf.Example`` (features only: no labels, weight or group).
 
+    Args:
+      cfg: the config.
+      columns: the raw columns the served model reads (default: every feature column; a
+        student that skips features needs fewer).
+
     Returns:
-      dict raw column name -> ``tf.io.FixedLenFeature([], dtype)``: categorical columns
-      ``tf.string`` with default ``MISSING_CATEGORY`` (a missing value is a category of its
-      own); numeric columns ``tf.float32``, required (a missing one fails the request).
+      dict raw column name -> spec: categorical columns ``FixedLenFeature([], tf.string)``
+      with default ``MISSING_CATEGORY`` (a missing value is a category of its own); numeric
+      columns ``FixedLenFeature([], tf.float32)``, required (a missing one fails the
+      request); list columns ``VarLenFeature(tf.string)`` (a ``bytes_list`` of any length,
+      absent = empty) and their weight columns ``VarLenFeature(tf.float32)``.
     """
     spec = {c: _scalar(STRING, default_value=MISSING_CATEGORY) for c in cfg.data.categorical}
     spec.update({c: _scalar(FLOAT32) for c in cfg.data.numeric})
+    spec.update(_raw_list_specs(cfg))
+    if columns is not None:
+        keep = set(columns)
+        spec = {k: v for k, v in spec.items() if k in keep}
+    return spec
+
+
+def model_input_types(feature_info: FeatureInfo) -> dict[str, tuple[str, list[int]]]:
+    """Model input name -> (dtype name, per-example shape), in ``FeatureInfo.model_inputs``
+    order: categorical ids ``("int64", [])``, lists ``("int64", [length])`` and their weights
+    ``("float32", [length])``, numerics ``("float32", [])``, PLE ``("float32", [bins])``.
+    Needs no TensorFlow; picklable (the scoring job ships it to workers)."""
+    spec = {n: (INT64, []) for n in feature_info.categorical}
+    for name, info in feature_info.lists.items():
+        spec[name] = (INT64, [info.length])
+        if info.weighted:
+            spec[list_weights_key(name)] = (FLOAT32, [info.length])
+    spec.update({n: (FLOAT32, []) for n in feature_info.numeric})
+    spec.update({n: (FLOAT32, [bins]) for n, bins in feature_info.piecewise.items()})
     return spec
 
 
 def model_input_dtypes(feature_info: FeatureInfo) -> dict[str, str]:
-    """Model input name -> dtype name: ``"int64"`` per categorical id, ``"float32"`` per numeric.
-
-    The inputs of the Keras ranker (``FeatureInfo.model_inputs``, in that order); needs no
-    TensorFlow.
-    """
-    dtypes = {n: INT64 for n in feature_info.categorical}
-    dtypes.update({n: FLOAT32 for n in feature_info.numeric})
-    return dtypes
+    """Model input name -> dtype name (``model_input_types`` without the shapes)."""
+    return {n: dtype for n, (dtype, _) in model_input_types(feature_info).items()}
 
 
-def model_input_spec(feature_dtypes: Mapping[str, str]) -> dict:
+def model_input_spec(feature_types: Mapping[str, object]) -> dict:
     """Parsing spec of the model inputs of transformed (or scored) examples.
 
     Args:
-      feature_dtypes: name -> dtype name (``model_input_dtypes``).
+      feature_types: name -> ``(dtype name, shape)`` (``model_input_types``) or a dtype name
+        (a scalar).
 
     Returns:
-      dict name -> ``tf.io.FixedLenFeature([], dtype)`` (required).
+      dict name -> ``tf.io.FixedLenFeature(shape, dtype)`` (required).
     """
-    return {name: _scalar(dtype) for name, dtype in feature_dtypes.items()}
+    import tensorflow as tf
+
+    out = {}
+    for name, t in feature_types.items():
+        dtype, shape = (t, []) if isinstance(t, str) else t
+        out[name] = tf.io.FixedLenFeature(list(shape), tf.as_dtype(dtype))
+    return out
 
 
 def serving_keras_inputs(feature_info: FeatureInfo) -> dict:
     """Keras ``Input``s of the serving model, one per model input.
 
     Returns:
-      dict name -> ``tf_keras.Input(shape=(), dtype=..., name=name)``: symbolic tensors of
-      shape ``(None,)``, ``tf.int64`` for categorical ids and ``tf.float32`` for numerics.
+      dict name -> ``tf_keras.Input(shape=shape, dtype=..., name=name)`` per
+      ``model_input_types``: ``(None,)`` for scalars, ``(None, width)`` for lists and PLE.
     """
     import tensorflow as tf
     import tf_keras as keras
 
-    return {n: keras.Input(shape=(), dtype=tf.as_dtype(d), name=n) for n, d in model_input_dtypes(feature_info).items()}
+    return {n: keras.Input(shape=tuple(shape), dtype=tf.as_dtype(d), name=n)
+            for n, (d, shape) in model_input_types(feature_info).items()}
 
 
 SpecLike = Union[FeatureInfo, Mapping[str, object]]
@@ -158,21 +221,35 @@ def dummy_batch(spec: SpecLike, batch_size: int = 2) -> dict:
     """A batch of default values, to create variables or trace a graph.
 
     Args:
-      spec: a ``FeatureInfo`` (its model inputs, ``model_input_dtypes``) or a mapping name ->
+      spec: a ``FeatureInfo`` (its model inputs, ``model_input_types``) or a mapping name ->
         anything with a ``dtype`` (a ``tf.io`` feature, a ``tf.TensorSpec``) or a dtype (name).
       batch_size: rows.
 
     Returns:
-      dict name -> tensor ``(batch_size,)`` of that dtype: ``""`` for strings, 0 otherwise.
+      dict name -> tensor of that dtype, ``""`` for strings and 0 otherwise, except a list
+      model input, which is all ``PAD_ID`` (empty lists): ``(batch_size,) + shape`` for a
+      ``FeatureInfo`` or a ``FixedLenFeature`` / ``TensorSpec`` of that shape (a
+      ``TensorSpec``'s ``None`` dimensions are 1); an empty ``SparseTensor``
+      ``[batch_size, 0]`` for a ``VarLenFeature``.
     """
     import tensorflow as tf
 
+    lists = set()
     if isinstance(spec, FeatureInfo):
-        spec = model_input_dtypes(spec)
+        lists = set(spec.lists)
+        spec = {n: tf.TensorSpec([None] + shape, tf.as_dtype(d)) for n, (d, shape) in model_input_types(spec).items()}
     batch = {}
     for name, s in spec.items():
         dtype = tf.as_dtype(getattr(s, "dtype", s))
-        batch[name] = tf.constant([""] * batch_size) if dtype == tf.string else tf.zeros([batch_size], dtype)
+        if isinstance(s, tf.io.VarLenFeature):
+            batch[name] = tf.sparse.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], dtype), [batch_size, 0])
+            continue
+        shape = [batch_size] + [1 if d is None else d for d in list(getattr(s, "shape", []) or [])[
+            1 if isinstance(s, tf.TensorSpec) else 0:]]
+        if dtype == tf.string:
+            batch[name] = tf.fill(shape, "")
+        else:
+            batch[name] = tf.fill(shape, tf.constant(PAD_ID if name in lists else 0, dtype))
     return batch
 
 
@@ -180,13 +257,14 @@ def encode_raw_example(cfg: PipelineConfig, typed: Mapping) -> bytes:
     """The serialized raw ``tf.Example`` a serving client sends for a typed record.
 
     Args:
-      cfg: the config (its categorical and numeric columns).
+      cfg: the config (its categorical, numeric and list columns).
       typed: raw column name -> Python value (``RecordSchema.typed``); extra keys (labels,
         weight, group, passthrough) are left out.
 
     Returns:
-      bytes of a ``tf.Example`` with one ``bytes_list`` (UTF-8 ``str(value)``) per categorical
-      and one ``float_list`` per numeric column: what ``serving_feature_spec(cfg)`` parses.
+      bytes of a ``tf.Example`` with one ``bytes_list`` (UTF-8 ``str(value)``) per categorical,
+      one ``float_list`` per numeric column, a ``bytes_list`` of every value per list column
+      and a ``float_list`` per list weight column: what ``serving_feature_spec(cfg)`` parses.
     """
     from tensorflow.core.example import example_pb2, feature_pb2
 
@@ -195,6 +273,11 @@ def encode_raw_example(cfg: PipelineConfig, typed: Mapping) -> bytes:
         feats[c] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[str(typed[c]).encode("utf-8")]))
     for c in cfg.data.numeric:
         feats[c] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(typed[c])]))
+    for f in cfg.data.lists:
+        values = [str(v).encode("utf-8") for v in typed[f.name]]
+        feats[f.name] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=values))
+    for column in weight_columns(cfg.data).values():
+        feats[column] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(w) for w in typed[column]]))
     return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
 
 
@@ -224,8 +307,11 @@ def feature_spec_to_json(spec: Mapping) -> dict:
     """
     out = {}
     for name, f in spec.items():
+        if not hasattr(f, "shape"):  # VarLenFeature
+            out[name] = {"dtype": f.dtype.name, "shape": [None], "var_len": True}
+            continue
         entry = {"dtype": f.dtype.name, "shape": list(f.shape)}
-        if f.default_value is not None:
+        if getattr(f, "default_value", None) is not None:
             d = f.default_value
             entry["default_value"] = d.decode() if isinstance(d, bytes) else d
         out[name] = entry

@@ -12,7 +12,9 @@ A *raw record* is a plain dict (picklable, runner independent)::
      "values": {"user_id": "u1", "price": "9.5", "click": "1", "note": None}}
 
 ``values`` maps every column the record carries to its value as a string, or ``None`` when
-missing (a configured missing-value string in CSV, ``null``/absent elsewhere). A record that
+missing (a configured missing-value string in CSV, ``null``/absent elsewhere), or a list of
+elements (a JSON array, a Parquet list, a ``tf.Example`` feature with several values; the
+record checks of ``core.records`` type them). A record that
 cannot even be split into columns carries ``"error": (reason, detail)`` instead of
 ``values``; validation sends it to the dead letters. Numbers keep their exact decimal text
 (``repr`` of a float), so every format yields the same strings for the same data.
@@ -67,6 +69,15 @@ def to_text(value) -> str | None:
             return "nan"
         return repr(value)
     return str(value)
+
+
+def to_raw(value):
+    """A decoded value as a raw record value: a list (JSON array, Parquet list, a ``tf.Example``
+    feature with several values) stays a list of its elements (bytes decoded to str, other
+    elements as they are, so validation can name a wrong type); anything else is ``to_text``."""
+    if isinstance(value, (list, tuple)):
+        return [e.decode("utf-8", errors="replace") if isinstance(e, bytes) else e for e in value]
+    return to_text(value)
 
 
 def text_lines(stream: IO[bytes]) -> Iterator[str]:
@@ -187,11 +198,12 @@ def read_jsonl(stream: IO[bytes], source: str) -> Iterator[dict]:
         if not isinstance(obj, dict):
             yield _record(source, number, raw, error=(UNPARSABLE_RECORD, f"expected a JSON object, got {type(obj).__name__}"))
             continue
-        bad = [k for k, v in obj.items() if isinstance(v, (list, dict))]
+        bad = [k for k, v in obj.items() if isinstance(v, dict)]
         if bad:
-            yield _record(source, number, raw, error=(UNPARSABLE_RECORD, f"field {bad[0]!r}: expected a scalar value"))
+            yield _record(source, number, raw, error=(UNPARSABLE_RECORD, f"field {bad[0]!r}: expected a scalar "
+                                                                          f"value or a list, got an object"))
             continue
-        yield _record(source, number, raw, {k: to_text(v) for k, v in obj.items()})
+        yield _record(source, number, raw, {k: to_raw(v) for k, v in obj.items()})
 
 
 def read_parquet(stream: IO[bytes], source: str, batch_rows: int = 8192) -> Iterator[dict]:
@@ -201,8 +213,8 @@ def read_parquet(stream: IO[bytes], source: str, batch_rows: int = 8192) -> Iter
     index = 0
     for batch in pq.ParquetFile(stream).iter_batches(batch_size=batch_rows):
         for row in batch.to_pylist():
-            values = {k: to_text(v) for k, v in row.items()}
-            yield _record(source, index, json.dumps(values), values)
+            values = {k: to_raw(v) for k, v in row.items()}
+            yield _record(source, index, json.dumps(values, default=str), values)
             index += 1
 
 
@@ -218,9 +230,8 @@ def example_values(serialized: bytes) -> tuple[dict | None, str | None]:
     for name, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")
         items = list(getattr(feature, kind).value) if kind else []
-        if len(items) > 1:
-            return None, f"feature {name!r}: expected at most one value, got {len(items)}"
-        values[name] = to_text(items[0]) if items else None
+        # One value: a scalar (a list column splits it by its separator); several: a list.
+        values[name] = to_raw(items) if len(items) > 1 else (to_text(items[0]) if items else None)
     return values, None
 
 

@@ -19,8 +19,20 @@ Checks, in order (the first failure is the record's reason):
                       ``negative_values`` (unless ``negative_values: any``)
   invalid_weight      the example weight is negative
   funnel_violation    the funnel child is 1 where the parent is 0
+  invalid_list_value  a list element that is not a string or an integer (a float, a
+                      boolean, null, a nested list in JSON), or an empty one (``a||b``); a
+                      list where a single value is expected
+  list_too_long       a list with more than ``data.max_list_length`` values
+  invalid_list_weight a per-value weight (a ``value:weight`` token's, or the weight column's)
+                      that is missing or not a finite float32
+  list_weight_mismatch a weight column with another number of values than its list
   ==================  ==========================================================
 
+List columns (``data.lists``): a string (CSV, or a one-value ``tf.Example`` feature) is split
+by the list's ``separator``, the empty string being the empty list; a list keeps its elements
+(integers become their decimal strings); a missing list is empty. Lists longer than
+``max_length`` are valid (the transform truncates them); ``RecordSchema.truncated`` names them
+so preprocessing can count them.
 A missing categorical value is not an error: it becomes ``features.MISSING_CATEGORY``.
 Whole-file failures (a truncated or corrupt file) are not reasons: they fail the stage with
 an ``InputError`` naming the file (``core.raw_formats.read_file``).
@@ -35,7 +47,7 @@ from __future__ import annotations
 
 import math
 
-from core.config import NEGATIVE_ANY
+from core.config import NEGATIVE_ANY, WEIGHTS_TOKENS
 from core.errors import ConfigError
 from core.features import MISSING_CATEGORY
 from core.raw_formats import INVALID_ENCODING, UNPARSABLE_RECORD, WRONG_COLUMN_COUNT
@@ -47,9 +59,14 @@ INVALID_LABEL = "invalid_label"
 LABEL_NOT_ALLOWED = "label_not_allowed"
 INVALID_WEIGHT = "invalid_weight"
 FUNNEL_VIOLATION = "funnel_violation"
+INVALID_LIST_VALUE = "invalid_list_value"
+LIST_TOO_LONG = "list_too_long"
+INVALID_LIST_WEIGHT = "invalid_list_weight"
+LIST_WEIGHT_MISMATCH = "list_weight_mismatch"
 
 REASONS = (WRONG_COLUMN_COUNT, UNPARSABLE_RECORD, INVALID_ENCODING, MISSING_VALUE, UNPARSABLE_VALUE,
-           NON_FINITE_VALUE, INVALID_LABEL, LABEL_NOT_ALLOWED, INVALID_WEIGHT, FUNNEL_VIOLATION)
+           NON_FINITE_VALUE, INVALID_LABEL, LABEL_NOT_ALLOWED, INVALID_WEIGHT, FUNNEL_VIOLATION,
+           INVALID_LIST_VALUE, LIST_TOO_LONG, INVALID_LIST_WEIGHT, LIST_WEIGHT_MISMATCH)
 
 # The smallest magnitude float32 rounds to infinity (2**128 - 2**103, halfway between
 # float32's largest value and 2**128): such a value is finite in Python but not in training.
@@ -80,6 +97,9 @@ class RecordSchema:
         d = cfg.data
         self.categorical = list(d.categorical)
         self.numeric = list(d.numeric)
+        # (name, separator, max_length, weights: None | "tokens" | column)
+        self.lists = [(f.name, f.separator, f.max_length, f.weights) for f in d.lists]
+        self.max_list_length = d.max_list_length
         self.require_labels = require_labels
         self.labels = [(t.label, *_label_values(t)) for t in d.tasks] if require_labels else []
         self.weight = d.weight_column if require_labels else None
@@ -93,9 +113,23 @@ class RecordSchema:
         out = {}
         for c in self.categorical:
             v = values.get(c)
+            if isinstance(v, list):
+                raise InvalidRecord(INVALID_LIST_VALUE, f"field {c!r}: expected a single value, got a list")
             out[c] = MISSING_CATEGORY if v is None else v
         for c in self.numeric:
             out[c] = _number(values, c)
+        for name, separator, _, weights in self.lists:
+            items = self._list(values, name, separator)
+            if weights == WEIGHTS_TOKENS:
+                for i, token in enumerate(items):
+                    _token_weight(name, i, token)
+            elif weights:
+                w = _weights(values, weights, separator, self.max_list_length)
+                if len(w) != len(items):
+                    raise InvalidRecord(LIST_WEIGHT_MISMATCH, f"field {weights!r}: {len(w)} weights for the "
+                                                              f"{len(items)} values of {name!r}")
+                out[weights] = w
+            out[name] = items
         for column, positive, negative in self.labels:
             out[column] = _label(values, column, positive, negative)
         if self.weight:
@@ -105,6 +139,8 @@ class RecordSchema:
             out[self.weight] = w
         if self.group and self.group not in out:
             v = values.get(self.group)
+            if isinstance(v, list):
+                raise InvalidRecord(UNPARSABLE_RECORD, f"field {self.group!r}: expected a scalar value, got a list")
             out[self.group] = MISSING_CATEGORY if v is None else v
         for c in self.passthrough:
             if c not in out:
@@ -116,8 +152,66 @@ class RecordSchema:
         return out
 
 
+    def _list(self, values: dict, name: str, separator: str) -> list[str]:
+        raw = values.get(name)
+        if raw is None:
+            return []
+        items = (raw.split(separator) if raw != "" else []) if isinstance(raw, str) else raw
+        if len(items) > self.max_list_length:
+            raise InvalidRecord(LIST_TOO_LONG, f"field {name!r}: {len(items)} values, more than "
+                                               f"data.max_list_length {self.max_list_length}")
+        out = []
+        for i, v in enumerate(items):
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{i}]: expected a string or an integer, "
+                                                        f"got {type(v).__name__} {v!r}")
+            v = str(v)
+            if not v:
+                raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{i}]: an empty value")
+            out.append(v)
+        return out
+
+    def truncated(self, features: dict) -> list[str]:
+        """The list columns of a typed record longer than their ``max_length`` (the transform
+        keeps the first, or a sequence's most recent, ``max_length`` values)."""
+        return [name for name, _, max_length, _ in self.lists if len(features.get(name, ())) > max_length]
+
+
+def _token_weight(name: str, i: int, token: str) -> float:
+    """The weight of a ``value:weight`` token (the transform splits at the last ':')."""
+    value, sep, weight = token.rpartition(":")
+    if not sep or not value:
+        raise InvalidRecord(INVALID_LIST_WEIGHT, f"field {name!r}[{i}]: {token!r} is not a value:weight token")
+    return _finite_weight(name, i, weight)
+
+
+def _finite_weight(name: str, i: int, raw) -> float:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        w = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidRecord(INVALID_LIST_WEIGHT, f"field {name!r}[{i}]: weight {raw!r} is not a number") from None
+    if not math.isfinite(w) or abs(w) >= FLOAT32_OVERFLOW:
+        raise InvalidRecord(INVALID_LIST_WEIGHT, f"field {name!r}[{i}]: weight {raw!r} is not a finite float32")
+    return w
+
+
+def _weights(values: dict, column: str, separator: str, cap: int) -> list[float]:
+    raw = values.get(column)
+    if raw is None:
+        return []
+    items = (raw.split(separator) if raw != "" else []) if isinstance(raw, str) else raw
+    if len(items) > cap:
+        raise InvalidRecord(LIST_TOO_LONG, f"field {column!r}: {len(items)} weights, more than "
+                                           f"data.max_list_length {cap}")
+    return [_finite_weight(column, i, w) for i, w in enumerate(items)]
+
+
 def _number(values: dict, column: str) -> float:
     raw = values.get(column)
+    if isinstance(raw, list):
+        raise InvalidRecord(UNPARSABLE_RECORD, f"field {column!r}: expected a scalar value, got a list")
     if raw is None:
         raise InvalidRecord(MISSING_VALUE, f"field {column!r} is missing")
     try:
@@ -147,6 +241,8 @@ def _label_values(task) -> tuple[set, set | None]:
 
 def _label(values: dict, column: str, positive: set, negative: set | None) -> float:
     raw = values.get(column)
+    if isinstance(raw, list):
+        raise InvalidRecord(UNPARSABLE_RECORD, f"label {column!r}: expected a scalar value, got a list")
     if raw is None:
         raise InvalidRecord(MISSING_VALUE, f"label {column!r} is missing")
     if positive:
