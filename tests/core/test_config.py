@@ -219,3 +219,72 @@ def test_census_config_declares_the_label_values_of_its_data():
     income, marital = cfg.data.tasks
     assert (income.positive_values, income.negative_values) == (["50000+."], ["- 50000."])
     assert (marital.positive_values, marital.negative_values) == (["Never married"], "any")
+
+
+# ----------------------------------------------------------------------------- list features, hashing, crosses
+
+_LIST_DATA = {"source": "files", "path": "x", "categorical": ["item", "device"], "numeric": ["price"],
+              "tasks": [{"name": "click", "label": "click"}]}
+
+
+def _lists(lists=(), **data):
+    return config_from_dict({"data": {**_LIST_DATA, "lists": list(lists), **data}})
+
+
+def test_every_new_feature_kind_loads():
+    cfg = _lists([{"name": "hist", "kind": "sequence", "shares": "item", "pooling": "attention", "target": "item",
+                   "max_length": 20, "order": "recent_first"},
+                  {"name": "tags", "weights": "tokens", "pooling": "sqrtn"},
+                  {"name": "basket", "weights": "basket_w", "pooling": "sum"}],
+                 hash_buckets={"item": 1000, "tags": 50}, hash_salt="s1",
+                 crosses=[{"columns": ["item", "device"], "hash_buckets": 64}])
+    from core.config import cross_name, model_feature_names, table_owner, weight_columns
+    assert [f.name for f in cfg.data.lists] == ["hist", "tags", "basket"]
+    assert table_owner(cfg.data, "hist") == "item" and table_owner(cfg.data, "tags") == "tags"
+    assert weight_columns(cfg.data) == {"basket": "basket_w"}
+    assert cross_name(cfg.data.crosses[0]) == "item_x_device"
+    assert model_feature_names(cfg) == ["item", "device", "hist", "tags", "basket", "item_x_device", "price"]
+
+
+@pytest.mark.parametrize("lists, data, message", [
+    ([{"name": "tags", "pooling": "attention", "target": "item"}], {}, "attention is for kind: sequence"),
+    ([{"name": "hist", "kind": "sequence", "pooling": "attention"}], {}, "target"),
+    ([{"name": "hist", "kind": "sequence", "pooling": "attention", "target": "item"}], {}, "same embedding table"),
+    ([{"name": "hist", "kind": "sequence", "pooling": "attention", "target": "nope", "shares": "item"}], {},
+     "not in data.categorical"),
+    ([{"name": "hist", "shares": "nope"}], {}, "shares"),
+    ([{"name": "a", "shares": "b"}, {"name": "b", "shares": "a"}], {}, "cycle"),
+    ([{"name": "hist", "max_length": 50}], {"max_list_length": 10}, "max_length"),
+    ([{"name": "hist", "separator": "ab"}], {}, "separator"),
+    ([{"name": "hist", "pooling": "max"}], {}, "pooling"),
+    ([{"name": "hist", "weights": "price"}], {}, "also a feature"),
+    ([{"name": "hist", "shares": "item"}], {"hash_buckets": {"hist": 10}}, "hash 'item' instead"),
+    ([], {"hash_buckets": {"nope": 10}}, "not in data.categorical"),
+    ([], {"hash_buckets": {"item": 0}}, "data.hash_buckets"),
+    ([], {"crosses": [{"columns": ["item"]}]}, "two or more"),
+    ([], {"crosses": [{"columns": ["item", "price"]}]}, "not in data.categorical"),
+    ([], {"crosses": [{"columns": ["item", "device"], "name": "item"}]}, "taken"),
+    ([{"name": "item"}], {}, "listed twice"),
+    ([{"name": "bad name"}], {}, "cannot be a model name"),
+])
+def test_bad_list_hash_and_cross_settings_name_the_key(lists, data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _lists(lists, **data)
+
+
+def test_model_and_student_features_are_checked():
+    lists = [{"name": "hist", "kind": "sequence", "shares": "item", "pooling": "attention", "target": "item"}]
+    cfg = config_from_dict({"data": {**_LIST_DATA, "lists": lists},
+                            "model": {"features": ["item", "hist", "price"]},
+                            "distill": {"student": {"features": ["item", "price"]}}})
+    assert cfg.distill.student.features == ["item", "price"]
+    with pytest.raises(ConfigError, match=r"distill.student.features: \['device'\] not among the teacher's"):
+        config_from_dict({"data": {**_LIST_DATA, "lists": lists}, "model": {"features": ["item", "price"]},
+                          "distill": {"student": {"features": ["device"]}}})
+    with pytest.raises(ConfigError, match="attends with 'item'"):
+        config_from_dict({"data": {**_LIST_DATA, "lists": lists}, "model": {"features": ["hist", "price"]}})
+    with pytest.raises(ConfigError, match=r"model.features: \['price_ple'\]"):
+        config_from_dict({"data": _LIST_DATA, "model": {"features": ["price_ple"]}})
+    ok = config_from_dict({"data": _LIST_DATA, "model": {"features": ["price_ple"]},
+                           "preprocess": {"numeric": {"piecewise_linear_bins": 8}}})
+    assert ok.model.features == ["price_ple"]

@@ -157,3 +157,73 @@ def test_importing_the_contract_does_not_load_tensorflow():
             "print([m for m in ('tensorflow', 'tf_keras') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- list and PLE features
+
+from core.features import PAD_ID, ListInfo, list_weights_key  # noqa: E402
+
+LIST_INFO = FeatureInfo(categorical={"item": 7}, numeric=["price"],
+                        lists={"hist": ListInfo(cardinality=7, length=3, pooling="attention", table="item",
+                                                target="item", kind="sequence"),
+                               "tags": ListInfo(cardinality=5, length=2, weighted=True, table="tags")},
+                        piecewise={"price_ple": 4}, tasks=["click"])
+
+
+def _list_cfg():
+    return _cfg(lists=[{"name": "hist", "kind": "sequence", "shares": "device"},
+                       {"name": "tags", "weights": "tag_w"}])
+
+
+def test_list_columns_are_var_len_in_raw_specs_and_padded_in_the_transformed_one():
+    cfg = _list_cfg()
+    for spec in (fs.raw_tft_feature_spec(cfg), fs.serving_feature_spec(cfg)):
+        assert isinstance(spec["hist"], tf.io.VarLenFeature) and spec["hist"].dtype == tf.string
+        assert isinstance(spec["tag_w"], tf.io.VarLenFeature) and spec["tag_w"].dtype == tf.float32
+    spec = fs.transformed_feature_spec(LIST_INFO)
+    assert (spec["hist"].dtype, list(spec["hist"].shape)) == (tf.int64, [3])
+    assert (spec[list_weights_key("tags")].dtype, list(spec["tags__weights"].shape)) == (tf.float32, [2])
+    assert (spec["price_ple"].dtype, list(spec["price_ple"].shape)) == (tf.float32, [4])
+    assert LIST_INFO.model_inputs == ["item", "hist", "tags", "tags__weights", "price", "price_ple"]
+    assert FeatureInfo.from_dict(json.loads(json.dumps(LIST_INFO.to_dict()))) == LIST_INFO
+
+
+def test_serving_spec_of_a_feature_subset_holds_only_its_columns():
+    from core.features import raw_columns_for
+    cfg = _list_cfg()
+    columns = raw_columns_for(cfg, ["tags", "price"])
+    assert columns == ["price", "tags", "tag_w"]
+    assert list(fs.serving_feature_spec(cfg, columns)) == columns
+
+
+def test_a_raw_example_with_lists_parses_with_the_serving_spec():
+    cfg = _list_cfg()
+    typed = {"device": "d", "user": "u", "price": 1.0, "age": 2.0, "hist": ["a", "b", "c"], "tags": [], "tag_w": []}
+    parsed = tf.io.parse_example([fs.encode_raw_example(cfg, typed)], fs.serving_feature_spec(cfg))
+    assert parsed["hist"].values.numpy().tolist() == [b"a", b"b", b"c"]
+    assert parsed["tags"].values.shape[0] == 0 and parsed["tag_w"].values.shape[0] == 0
+
+
+def test_model_input_types_keras_inputs_and_dummy_batch_agree_for_lists():
+    types = fs.model_input_types(LIST_INFO)
+    assert types["hist"] == ("int64", [3]) and types["price_ple"] == ("float32", [4]) and types["item"] == ("int64", [])
+    inputs = fs.serving_keras_inputs(LIST_INFO)
+    assert {k: v.shape.as_list() for k, v in inputs.items()} == {k: [None] + s for k, (_, s) in types.items()}
+    batch = fs.dummy_batch(LIST_INFO, 2)
+    assert batch["hist"].numpy().tolist() == [[PAD_ID] * 3] * 2  # empty lists
+    assert batch["price_ple"].shape == (2, 4) and batch["item"].shape == (2,)
+    parsing = fs.model_input_spec(types)
+    assert list(parsing["tags__weights"].shape) == [2]
+    raw = fs.dummy_batch(fs.serving_feature_spec(_list_cfg()), 3)
+    assert isinstance(raw["hist"], tf.sparse.SparseTensor) and raw["hist"].dense_shape.numpy().tolist() == [3, 0]
+    assert fs.feature_spec_to_json(fs.serving_feature_spec(_list_cfg()))["hist"] == {
+        "dtype": "string", "shape": [None], "var_len": True}
+
+
+def test_select_keeps_the_chosen_features():
+    student = LIST_INFO.select(["tags", "price"])
+    assert student.model_inputs == ["tags", "tags__weights", "price"]
+    assert student.tasks == ["click"]
+    assert LIST_INFO.select([]) is LIST_INFO
+    with pytest.raises(ValueError, match="not model features"):
+        LIST_INFO.select(["nope"])
