@@ -389,6 +389,8 @@ class ModelConfig:
     # expensive features; its served model then needs only their raw columns.
     features: list[str] = _f(factory=list)
     embedding_dim: int = _f(16, lo=1)
+    # Hidden units of the DIN target-attention MLP of attention-pooled sequences.
+    attention_units: list[int] = _f(factory=lambda: [36], lo=1)
     # DCN-v2 cross layers between the embedding and the backbone (0: none).
     cross_layers: int = _f(0, lo=0)
     cross_projection_dim: Optional[int] = _f(None, lo=1)  # None: full-rank cross kernels

@@ -178,6 +178,7 @@ def raw_columns_for(cfg: PipelineConfig, model_features) -> list[str]:
     d = cfg.data
     crosses = {cross_name(c): c.columns for c in d.crosses}
     weights = weight_columns(d)
+    targets = {f.name: f.target for f in d.lists if f.target}
     need = set()
     for name in model_features:
         if name in crosses:
@@ -190,6 +191,8 @@ def raw_columns_for(cfg: PipelineConfig, model_features) -> list[str]:
             need.add(name)
             if name in weights:
                 need.add(weights[name])
+            if name in targets:
+                need.add(targets[name])
     return [c for c in all_columns if c in need]
 
 

@@ -6,7 +6,8 @@ Checks, in order (the first failure is the record's reason):
   reason              when
   ==================  ==========================================================
   wrong_column_count  a CSV row has more or fewer fields than the header
-  unparsable_record   invalid JSON, not an object, not a tf.Example, a list value; a CSV
+  unparsable_record   invalid JSON, not an object, not a tf.Example, a list value for a
+                      single-valued column; a CSV
                       line the csv module rejects (a field over 131,072 characters, a
                       carriage return inside an unquoted field)
   invalid_encoding    the line is not valid UTF-8, or holds a NUL byte
@@ -20,8 +21,9 @@ Checks, in order (the first failure is the record's reason):
   invalid_weight      the example weight is negative
   funnel_violation    the funnel child is 1 where the parent is 0
   invalid_list_value  a list element that is not a string or an integer (a float, a
-                      boolean, null, a nested list in JSON), or an empty one (``a||b``); a
-                      list where a single value is expected
+                      boolean, null, a nested list in JSON), an empty one (``a||b``), or one
+                      holding the list's separator (a list where a single value is expected
+                      is an ``unparsable_record``)
   list_too_long       a list with more than ``data.max_list_length`` values
   invalid_list_weight a per-value weight (a ``value:weight`` token's, or the weight column's)
                       that is missing or not a finite float32
@@ -46,6 +48,7 @@ float for the rest). A *dead letter* is ``{"source", "position", "record", "reas
 from __future__ import annotations
 
 import math
+import re
 
 from core.config import NEGATIVE_ANY, WEIGHTS_TOKENS
 from core.errors import ConfigError
@@ -114,7 +117,7 @@ class RecordSchema:
         for c in self.categorical:
             v = values.get(c)
             if isinstance(v, list):
-                raise InvalidRecord(INVALID_LIST_VALUE, f"field {c!r}: expected a single value, got a list")
+                raise InvalidRecord(UNPARSABLE_RECORD, f"field {c!r}: expected a scalar value, got a list")
             out[c] = MISSING_CATEGORY if v is None else v
         for c in self.numeric:
             out[c] = _number(values, c)
@@ -156,20 +159,32 @@ class RecordSchema:
         raw = values.get(name)
         if raw is None:
             return []
-        items = (raw.split(separator) if raw != "" else []) if isinstance(raw, str) else raw
-        if len(items) > self.max_list_length:
-            raise InvalidRecord(LIST_TOO_LONG, f"field {name!r}: {len(items)} values, more than "
-                                               f"data.max_list_length {self.max_list_length}")
+        if isinstance(raw, str):  # a CSV field (or one tf.Example value): the values joined
+            items = raw.split(separator) if raw != "" else []
+            self._check_length(name, len(items))
+            if "" in items:
+                raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{items.index('')}]: an empty value")
+            return items
+        self._check_length(name, len(raw))
         out = []
-        for i, v in enumerate(items):
+        for i, v in enumerate(raw):
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{i}]: expected a string or an integer, "
                                                         f"got {type(v).__name__} {v!r}")
             v = str(v)
             if not v:
                 raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{i}]: an empty value")
+            if separator in v:
+                # The same list in CSV would be more values; a served tf.Example keeps it whole.
+                raise InvalidRecord(INVALID_LIST_VALUE, f"field {name!r}[{i}]: {v!r} contains the list separator "
+                                                        f"{separator!r}")
             out.append(v)
         return out
+
+    def _check_length(self, name: str, n: int) -> None:
+        if n > self.max_list_length:
+            raise InvalidRecord(LIST_TOO_LONG, f"field {name!r}: {n} values, more than "
+                                               f"data.max_list_length {self.max_list_length}")
 
     def truncated(self, features: dict) -> list[str]:
         """The list columns of a typed record longer than their ``max_length`` (the transform
@@ -177,11 +192,20 @@ class RecordSchema:
         return [name for name, _, max_length, _ in self.lists if len(features.get(name, ())) > max_length]
 
 
+# A token's weight as the transform graph parses it (``tf.strings.to_number``): a plain decimal
+# number. Python's float() also takes forms that op rejects ('1_0', non-ASCII digits), which
+# would fail the whole transform batch, so those are dead letters here.
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _token_weight(name: str, i: int, token: str) -> float:
     """The weight of a ``value:weight`` token (the transform splits at the last ':')."""
     value, sep, weight = token.rpartition(":")
     if not sep or not value:
         raise InvalidRecord(INVALID_LIST_WEIGHT, f"field {name!r}[{i}]: {token!r} is not a value:weight token")
+    if not _DECIMAL.fullmatch(weight):
+        raise InvalidRecord(INVALID_LIST_WEIGHT, f"field {name!r}[{i}]: weight {weight!r} of {token!r} is not a "
+                                                 f"decimal number")
     return _finite_weight(name, i, weight)
 
 

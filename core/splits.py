@@ -18,9 +18,20 @@ SPLITS = ("train", "validation", "test")
 _SEPARATOR = "\x1f"
 
 
+def _key_text(value) -> str:
+    """A raw value as key text: missing is empty; a list (JSONL, Parquet, tf.Example) is its
+    elements joined by ``|``, as the same list is written in a CSV field with the default
+    separator, so a record keys alike in every format."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
 def split_key(values: dict, columns: list[str]) -> str:
-    """The string a record is split by: its raw values of ``columns`` (missing as empty)."""
-    return _SEPARATOR.join("" if values.get(c) is None else str(values[c]) for c in columns)
+    """The string a record is split by: its raw values of ``columns`` (see ``_key_text``)."""
+    return _SEPARATOR.join(_key_text(values.get(c)) for c in columns)
 
 
 def fingerprint_fraction(key: str) -> float:

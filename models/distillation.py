@@ -6,7 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from core import feature_specs
-from core.features import WEIGHT_KEY, FeatureInfo, label_key, teacher_logit_key
+from core.features import WEIGHT_KEY, label_key, teacher_logit_key
 from models.distillation_losses import check_kd_arguments, distillation_loss, feature_alignment_loss, needs_teacher
 from models.ranker import MultiTaskRanker
 
@@ -138,5 +138,4 @@ class DistilledRanker(MultiTaskRanker):
 
 def _dummy_inputs(ranker) -> dict:
     """A zero batch of ``ranker``'s model inputs (``core.feature_specs.dummy_batch``)."""
-    info = FeatureInfo(categorical=dict(ranker.embedding.cardinalities), numeric=list(ranker.embedding.numeric))
-    return feature_specs.dummy_batch(info)
+    return feature_specs.dummy_batch(ranker.embedding.feature_info())

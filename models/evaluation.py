@@ -16,7 +16,11 @@ log = logging.getLogger("models.evaluation")
 
 def predict_split(serving_model, file_pattern: str, feature_info, batch_size: int = 4096) -> dict:
     """Runs ``serving_model`` over a split; returns numpy arrays of every output and of the
-    labels, example weights, group ids and passthrough columns (keys as in the examples)."""
+    labels, example weights, group ids and passthrough columns (keys as in the examples).
+
+    The model is fed the inputs it declares (a Keras model's ``input_names``; a model on a
+    feature subset takes fewer than ``feature_info.model_inputs``), else ``model_inputs``."""
+    names = _input_names(serving_model, feature_info)
     ds = make_dataset(file_pattern, feature_info, batch_size)
     keep = [label_key(t) for t in feature_info.tasks] + [WEIGHT_KEY] + list(feature_info.passthrough)
     if feature_info.has_group:
@@ -24,7 +28,7 @@ def predict_split(serving_model, file_pattern: str, feature_info, batch_size: in
     chunks: dict[str, list] = {}
     n = 0
     for batch in ds:
-        out = serving_model({k: batch[k] for k in feature_info.model_inputs}, training=False)
+        out = serving_model({k: batch[k] for k in names}, training=False)
         for k, v in list(out.items()) + [(k, batch[k]) for k in keep]:
             chunks.setdefault(k, []).append(np.asarray(v))
         n += int(batch[WEIGHT_KEY].shape[0])
@@ -32,6 +36,13 @@ def predict_split(serving_model, file_pattern: str, feature_info, batch_size: in
         raise ValueError(f"no examples in {file_pattern}")
     log.info("scored %d examples of %s", n, file_pattern)
     return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def _input_names(serving_model, feature_info) -> list:
+    declared = getattr(serving_model, "input_names", None)
+    if declared and all(n in feature_info.model_inputs for n in declared):
+        return list(declared)
+    return list(feature_info.model_inputs)
 
 
 def evaluate_predictions(arrays: dict, tasks, model_cfg, funnel, oracle: dict | None = None,

@@ -47,7 +47,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, *,
                  teacher_logits: Sequence[str] = (), shuffle: bool = False, shuffle_buffer: int = 10_000,
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches of parsed transformed examples: dict name -> tensor ``(batch,)``.
+    """Batches of parsed transformed examples: dict name -> tensor ``(batch,)``, or
+    ``(batch, width)`` for a list (int64 ids padded with ``PAD_ID``), its ``<list>__weights``
+    and a ``<n>_ple`` encoding (``FixedLenFeature([width])``; records are batched before
+    ``parse_example``, so every batch is dense).
 
     The one reader of training, distillation and evaluation data. The dict holds the model
     inputs, ``label_<task>``, ``example_weight`` (1.0 when absent), ``group_id`` (if any), the
@@ -58,7 +61,8 @@ def make_dataset(file_pattern: str, feature_info: FeatureInfo, batch_size: int, 
     Args:
       file_pattern: glob of gzip TFRecord shards: a split (``RunDir.split_pattern(split)``) or
         the teacher-scoring job's output (``scores/<split>-*.tfrecord.gz``).
-      feature_info: the feature names and dtypes.
+      feature_info: the feature names, dtypes and widths; only its features are parsed (pass
+        ``FeatureInfo.select(...)`` for a model on a feature subset).
       batch_size: examples per batch (>= 1).
       teacher_logits: task names whose float ``teacher_logit_<task>`` feature the records hold
         (the scored examples the student is distilled on); parsed too. Default: none.

@@ -55,7 +55,9 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
       result: its ``TrainResult`` (history, best epoch and metrics, parameters, rows).
       role: 'teacher' or 'student', recorded in model_config.json.
       model_cfg: the ModelConfig the model was built from.
-      feature_info: the FeatureInfo it reads.
+      feature_info: the FeatureInfo of the transformed data; the one recorded is what the
+        model reads, ``feature_info.select(model_cfg.features)`` (all of it when
+        ``model_cfg.features`` is empty), so its ``model_inputs`` are the serving model's inputs.
       tasks: its TaskConfigs.
       funnel: the FunnelConfig, or None.
 
@@ -64,6 +66,7 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
       on a worker other than the chief.
     """
     path = os.path.join(model_dir, SERVING_MODEL)
+    feature_info = feature_info.select(list(getattr(model_cfg, "features", None) or []))
     if not multi_worker.is_chief():  # multi-worker: every worker saves, only the chief's copy is kept
         with multi_worker.write_dir(path) as tmp:
             model.serving_model().save(tmp)
@@ -87,6 +90,9 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
 
 def load_model_config(model_dir: str, stage: str):
     """(ModelConfig, [TaskConfig], FunnelConfig | None, FeatureInfo) saved with the model in ``model_dir``.
+
+    The FeatureInfo is that of the features the model reads (``save_trained``): its
+    ``model_inputs`` are the serving model's inputs.
 
     ``InputError`` naming ``stage`` (the stage that writes it) when it is missing or malformed."""
     path = os.path.join(model_dir, MODEL_CONFIG)

@@ -16,7 +16,7 @@ import numpy as np
 
 import tf_keras as keras
 
-from models.builder import build_ranker
+from models.builder import build_ranker, model_features
 from models.evaluation import evaluate_predictions, predict_split
 from models.inputs import count_examples, make_dataset
 from models.pareto import hypervolume, pareto_front
@@ -63,6 +63,7 @@ def run_point(cfg, info, splits: Mapping[str, str], aux: bool, weight: float, se
     t = dataclasses.replace(cfg.training, seed=seed)
     keras.backend.clear_session()
     model = build_ranker(model_cfg, info, tasks, cfg.data.funnel, seed=seed)
+    info = model_features(model_cfg, info)  # parse only the features the model reads
     repeat = t.steps_per_epoch is not None
     train_ds = make_dataset(splits["train"], info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
                             seed=seed, repeat=repeat)

@@ -196,17 +196,18 @@ class MultiTaskRanker(tfrs.models.Model):
 
     # ------------------------------------------------------------------ serving
     def serving_inputs(self) -> dict:
-        """Keras Inputs of the serving model (``core.feature_specs.serving_keras_inputs``).
+        """Keras Inputs of the serving model (``core.feature_specs.serving_keras_inputs``):
+        those of the features the embedding reads (``FeatureEmbedding.feature_info``), so a
+        model on a feature subset (``model.features``) takes only its subset.
 
         Returns:
-          dict name -> symbolic tensor ``(None,)``: int64 ids of the embedding's categorical
-          features, then float32 numerics.
+          dict name -> symbolic tensor: int64 ids ``(None,)`` of the categorical features,
+          int64 ``(None, L)`` list ids (and float32 ``(None, L)`` weights of weighted lists),
+          float32 ``(None,)`` numerics, float32 ``(None, bins)`` PLE encodings.
         """
         from core.feature_specs import serving_keras_inputs
-        from core.features import FeatureInfo
 
-        return serving_keras_inputs(FeatureInfo(categorical=dict(self.embedding.cardinalities),
-                                                numeric=list(self.embedding.numeric)))
+        return serving_keras_inputs(self.embedding.feature_info())
 
     def serving_model(self, name: str = "serving_model") -> keras.Model:
         """The functional inference model: main towers only (shares this model's weights)."""

@@ -8,9 +8,17 @@ serving does) and scores batches through its ``predict_raw`` signature. Each pre
 is a JSON line: the record's source file and position, its split-key columns (e.g.
 ``impression_id``) and one value per served output. The output directory is replaced
 atomically; the stage checks input rows = predicted + dead-lettered.
+
+The raw columns are those the export's ``predict_raw`` takes (read from its
+``saved_model.pb``): an export of a model that reads a subset of the features
+(``model.features``) needs, validates and sends only its columns, so inputs may lack the
+skipped ones. List features (``data.lists``; a ``|``-joined CSV field, a JSONL/Parquet list,
+a ``tf.Example`` feature with several values) are sent in the padded representation
+(``serving.raw_examples.to_columns``: padded with "" to the batch's longest list).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -32,14 +40,33 @@ NAMESPACE = "predict"
 SIGNATURE = "predict_raw"
 
 
+def served_columns(export_dir: str) -> list[str]:
+    """The raw columns the export's ``predict_raw`` signature takes."""
+    from serving.signatures import raw_input_columns
+
+    return list(raw_input_columns(export_dir, SIGNATURE))
+
+
+def scoring_config(cfg, columns: list[str]):
+    """``cfg`` with its feature columns restricted to ``columns`` (what validation checks and
+    types): a model that skips features needs no valid value for them."""
+    keep = set(columns)
+    d = cfg.data
+    data = dataclasses.replace(d, categorical=[c for c in d.categorical if c in keep],
+                               numeric=[c for c in d.numeric if c in keep],
+                               lists=[f for f in d.lists if f.name in keep], crosses=[])
+    return dataclasses.replace(cfg, data=data)
+
+
 class _SavedModelHandler(ModelHandler):
     """Loads one SavedModel version per worker and scores typed records in batches."""
 
-    def __init__(self, export_dir: str, columns: list[str], max_batch_size: int):
+    def __init__(self, export_dir: str, columns: list[str], max_batch_size: int, cfg=None):
         super().__init__()
         self._export_dir = export_dir
         self._columns = list(columns)
         self._max_batch_size = max_batch_size
+        self._cfg = cfg
 
     def load_model(self):
         from serving.session_model import SessionModel
@@ -47,7 +74,12 @@ class _SavedModelHandler(ModelHandler):
         return SessionModel(self._export_dir)
 
     def run_inference(self, batch, model, inference_args=None):
-        inputs = {c: [r["features"][c] for r in batch] for c in self._columns}
+        from serving.raw_examples import to_columns
+
+        if self._cfg is not None:  # lists padded with "" to the batch's longest
+            inputs = to_columns(self._cfg, batch, self._columns)
+        else:
+            inputs = {c: [r["features"][c] for r in batch] for c in self._columns}
         outputs = model.run(SIGNATURE, inputs)
         return [PredictionResult(r, {k: float(v[i]) for k, v in outputs.items()}) for i, r in enumerate(batch)]
 
@@ -85,16 +117,19 @@ class ScoreRawRecords(beam.PTransform):
       ``{"predictions": pcoll of JSON strings, "dead_letters": pcoll, "read": pcoll}``.
     """
 
-    def __init__(self, pattern: str, fmt: str, cfg, export_dir: str, max_batch_size: int = 1024):
+    def __init__(self, pattern: str, fmt: str, cfg, export_dir: str, max_batch_size: int = 1024,
+                 columns: list[str] | None = None):
         super().__init__()
+        columns = served_columns(export_dir) if columns is None else list(columns)
         self._pattern, self._fmt, self._cfg = pattern, fmt, cfg
-        self._handler = _SavedModelHandler(export_dir, list(cfg.data.categorical) + list(cfg.data.numeric),
-                                           max_batch_size)
+        self._scoring_cfg = scoring_config(cfg, columns)
+        self._handler = _SavedModelHandler(export_dir, columns, max_batch_size, self._scoring_cfg)
         self._keys = list(cfg.preprocess.split.keys)
 
     def expand(self, pbegin):
         records = pbegin | "ReadRawRecords" >> ReadRawRecords(self._pattern, self._fmt, self._cfg, namespace=NAMESPACE)
-        checked = records | "ValidateRecords" >> ValidateRecords(self._cfg, require_labels=False, namespace=NAMESPACE)
+        checked = records | "ValidateRecords" >> ValidateRecords(self._scoring_cfg, require_labels=False,
+                                                                 namespace=NAMESPACE)
         predictions = (checked.valid
                        | "RunInference" >> RunInference(self._handler)
                        | "FormatPredictions" >> beam.ParDo(_FormatPredictionDoFn(self._keys)))
@@ -111,14 +146,13 @@ def _count_lines(pattern: str) -> int:
 
 def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> dict:
     """Runs the Beam job; returns the counts (raises if they do not add up)."""
-    from core.features import raw_feature_columns
-
-    check_inputs(pattern, fmt, cfg, raw_feature_columns(cfg))
+    columns = served_columns(export_dir)
+    check_inputs(pattern, fmt, cfg, columns)
     start = time.monotonic()
     with atomic_dir(output) as tmp:
         # A truncated or corrupt input file surfaces as one InputError naming it, not a runner traceback.
         with pipeline_errors(), beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
-            out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir)
+            out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir, columns=columns)
             _ = out["predictions"] | "WritePredictions" >> beam.io.WriteToText(
                 os.path.join(tmp, "predictions"), file_name_suffix=".jsonl")
             _ = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(tmp, "dead_letters", "dead_letters"))

@@ -21,7 +21,7 @@ import math
 import os
 
 from models import model_io
-from models.builder import build_ranker
+from models.builder import build_ranker, model_features
 from models.distillation import DistilledRanker
 from core import feature_specs
 from models.distribute import get_strategy
@@ -46,8 +46,9 @@ def teacher_handler(cfg, run_dir) -> TeacherModelHandler:
     model_cfg, tasks, funnel, info = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     child = esmm_child(model_cfg, funnel)
     outputs = {t.name: logit_key(CTCVR) if t.name == child else logit_key(t.name) for t in tasks}
-    dtypes = feature_specs.model_input_dtypes(info)
-    return TeacherModelHandler(model_io.serving_model_dir(run_dir.model_dir(TEACHER)), dtypes, outputs,
+    # Dtype and shape of every input the teacher reads (lists [length], PLE [bins]).
+    types = feature_specs.model_input_types(model_features(model_cfg, info))
+    return TeacherModelHandler(model_io.serving_model_dir(run_dir.model_dir(TEACHER)), types, outputs,
                                batch_size=cfg.distill.score_batch_size)
 
 
@@ -86,28 +87,44 @@ def load_frozen_teacher(run_dir):
 
 
 class _Trainer:
-    """Trains students of one architecture with a fixed step budget on the scored data."""
+    """Trains students of one architecture with a fixed step budget on the scored data.
+
+    The student reads ``distill.student.features`` (any subset of the teacher's; empty: all),
+    so its batches parse only those, plus the teacher's features when the frozen teacher
+    runs online (feature alignment) on the same batches."""
 
     def __init__(self, cfg, run_dir, info, n_train: int, teacher=None):
         self.cfg, self.run_dir, self.info, self.teacher = cfg, run_dir, info, teacher
         self.tasks = cfg.data.tasks
         self.steps = cfg.training.steps_per_epoch or max(1, math.ceil(n_train / cfg.training.batch_size))
+        self.student_info = model_features(cfg.distill.student, info)
+        # The online teacher reads its own features from the student's batches (a superset).
+        self.online_info = teacher.embedding.feature_info() if teacher is not None else None
+
+    def _batch_info(self, online: bool):
+        """The FeatureInfo the training batches are parsed with."""
+        if not online:
+            return self.student_info
+        names = set(self.student_info.features) | set(self.online_info.features)
+        return self.info.select([n for n in self.info.features if n in names])
 
     def train(self, mode: str, seed: int, save: bool, align: bool):
         """Trains one student; with ``save``, writes it to ``student/`` (resuming from its backup)."""
         t = dataclasses.replace(self.cfg.training, seed=int(seed))
         d = self.cfg.distill
         kwargs = dict(mode=mode, alpha=d.alpha, temperature=d.temperature)
-        if align and d.feature_alignment_weight > 0:
+        online = align and d.feature_alignment_weight > 0
+        if online:
             kwargs.update(teacher=self.teacher, alignment_weight=d.feature_alignment_weight)
         with get_strategy(t.distribute).scope():
             model = build_ranker(d.student, self.info, self.tasks, self.cfg.data.funnel, seed=seed,
                                  cls=DistilledRanker, **kwargs)
         names = [x.name for x in self.tasks]
+        batch_info = self._batch_info(online and self.teacher is not None)
         train_scores, val_scores = scores_pattern(self.run_dir, "train"), scores_pattern(self.run_dir, "validation")
-        train_ds = make_dataset(train_scores, self.info, t.batch_size, teacher_logits=names, shuffle=True,
+        train_ds = make_dataset(train_scores, batch_info, t.batch_size, teacher_logits=names, shuffle=True,
                                 shuffle_buffer=t.shuffle_buffer, seed=seed, repeat=True)
-        val_ds = make_dataset(val_scores, self.info, t.batch_size, teacher_logits=names)
+        val_ds = make_dataset(val_scores, batch_info, t.batch_size, teacher_logits=names)
         log.info("student: mode=%s seed=%d (%s)", mode, seed, "saved as the student" if save else "for the table")
         model_dir = self.run_dir.model_dir(STUDENT) if save else None
         result = train_model(model, train_ds, val_ds, t, model_dir, tasks=names, steps_per_epoch=self.steps,
@@ -119,7 +136,7 @@ class _Trainer:
         return model, result
 
     def evaluate(self, serving_model, model_cfg) -> dict:
-        arrays = predict_split(serving_model, self.run_dir.split_pattern("test"), self.info)
+        arrays = predict_split(serving_model, self.run_dir.split_pattern("test"), model_features(model_cfg, self.info))
         return evaluate_predictions(arrays, self.tasks, model_cfg, self.cfg.data.funnel, self.cfg.data.oracle,
                                     use_groups=bool(self.cfg.data.group_column))
 
@@ -134,12 +151,24 @@ def _modes(cfg) -> list[tuple[str, str]]:
     return rows
 
 
+class _OwnInputs:
+    """A serving model called with only the inputs it declares (a student on a feature subset
+    takes fewer than the batch holds)."""
+
+    def __init__(self, model):
+        self._model, self._names = model, list(model.input_names)
+
+    def __call__(self, x, training=False):
+        return self._model({k: x[k] for k in self._names}, training=training)
+
+
 def _size_and_speed(run_dir, info, teacher_model, student_model, rows: list) -> tuple[dict, dict, dict]:
     """Parameters and median latencies (batch 1 and batch ``BATCH``) of the serving models, per table row."""
     batch = next(iter(make_dataset(run_dir.split_pattern("validation"), info, distill_report.BATCH)))
     models_ = {TEACHER: teacher_model, STUDENT: student_model}
-    lat1 = distill_report.latency_ms(models_, {n: batch[n][:1] for n in info.model_inputs})
-    latb = distill_report.latency_ms(models_, {n: batch[n] for n in info.model_inputs})
+    fed = {k: _OwnInputs(m) for k, m in models_.items()}
+    lat1 = distill_report.latency_ms(fed, {n: batch[n][:1] for n in info.model_inputs})
+    latb = distill_report.latency_ms(fed, {n: batch[n] for n in info.model_inputs})
     params, latency, latency_batch = {}, {}, {}
     for row in rows:
         key = TEACHER if row == TEACHER else STUDENT

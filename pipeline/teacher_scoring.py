@@ -64,7 +64,9 @@ class TeacherModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
     Args:
       model_path: the teacher's ``serving_model`` SavedModel directory.
-      feature_dtypes: model input name -> ``"int64"`` or ``"float32"`` (scalar features).
+      feature_dtypes: model input name -> ``"int64"`` or ``"float32"`` (a scalar feature), or
+        ``(dtype, shape)`` (``core.feature_specs.model_input_types``: a list ``("int64",
+        [length])``, its weights or a PLE encoding ``("float32", [width])``).
       outputs: task -> name of the model output holding that task's logit.
       batch_size: the largest batch ``BatchElements`` forms.
     """
@@ -72,16 +74,18 @@ class TeacherModelHandler(ModelHandler[bytes, PredictionResult, Any]):
     def __init__(self, model_path: str, feature_dtypes: dict, outputs: dict, batch_size: int = 1024):
         if not feature_dtypes:
             raise ValueError("feature_dtypes must name at least one model input. Received: {}")
-        bad = {k: v for k, v in feature_dtypes.items() if v not in _DTYPES}
+        bad = {k: v for k, v in feature_dtypes.items() if not _valid_type(v)}
         if bad:
-            raise ValueError(f"feature_dtypes values must be one of {_DTYPES}. Received: {bad}")
+            raise ValueError(f"feature_dtypes values must be one of {_DTYPES} or (dtype, shape) with a shape of "
+                             f"positive sizes. Received: {bad}")
         if not outputs:
             raise ValueError("outputs must map at least one task to a logit output. Received: {}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
         super().__init__(min_batch_size=1, max_batch_size=int(batch_size))
         self.model_path = model_path
-        self.feature_dtypes = dict(feature_dtypes)
+        self.feature_dtypes = {k: v if isinstance(v, str) else (v[0], [int(d) for d in v[1]])
+                               for k, v in feature_dtypes.items()}
         self.outputs = dict(outputs)
 
     def load_model(self) -> _TeacherScorer:
@@ -110,6 +114,17 @@ class TeacherModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
+
+
+def _valid_type(t) -> bool:
+    """A dtype name of ``_DTYPES`` or ``(dtype, shape)`` with positive integer sizes."""
+    if isinstance(t, str):
+        return t in _DTYPES
+    try:
+        dtype, shape = t
+        return dtype in _DTYPES and all(not isinstance(d, bool) and int(d) == d and d > 0 for d in shape)
+    except (TypeError, ValueError):
+        return False
 
 
 def _reason(error: Exception) -> str:

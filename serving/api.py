@@ -16,6 +16,7 @@ are parsed and their float features checked the same way.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -134,11 +135,17 @@ def _checked_input(key: str, value, info):
     return _checked_numeric(key, value, info)
 
 
+_ASSERTION = re.compile(r"^assertion failed: \[(.*)\]$")
+
+
 def _tf_message(message: str) -> str:
-    """The informative lines of a TensorFlow error (no 'Graph execution error:' or node lists)."""
+    """The informative lines of a TensorFlow error (no 'Graph execution error:' or node lists);
+    a ``tf.debugging.Assert`` of the exported graph (``serving.signatures``) as its message."""
     lines = [ln.strip() for ln in message.splitlines()]
     keep = [ln for ln in lines if ln and ln != "Graph execution error:" and not ln.startswith("[[")]
-    return " ".join(keep) or message
+    text = " ".join(keep) or message
+    m = _ASSERTION.match(text)
+    return m.group(1).replace("\\'", "'") if m else text
 
 
 class ServingApi:

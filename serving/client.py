@@ -4,10 +4,19 @@
 uses the official ``tensorflow_serving.apis`` stubs. Both raise ``ServingClientError``
 carrying the server's status and message.
 
+``predict_raw`` takes one input per raw feature column; list features go in the padded
+representation (``serving.signatures``): a list per row, padded with ``""`` to the batch's
+longest list (weight columns with 0.0), since TF Serving's JSON and ``TensorProto`` tensors
+are rectangular (a ragged batch is a 400 / INVALID_ARGUMENT). ``RestClient.predict_raw`` and
+``GrpcClient.predict_raw`` pad typed records themselves (``serving.raw_examples``), for the
+columns the served signature takes (a student export may take fewer).
+
 Command line (scores a few validation rows of a run)::
 
     python -m serving.client --grpc 127.0.0.1:8500 --model ranker --run-dir runs/default --rows 3
     python -m serving.client --rest http://127.0.0.1:8501 --model ranker --run-dir runs/default
+    python -m serving.client --rest http://127.0.0.1:8501 --model ranker --run-dir runs/default \\
+        --signature predict_raw --columnar
 """
 from __future__ import annotations
 
@@ -72,6 +81,29 @@ class RestClient:
         return self.predict(instances=[{"b64": base64.b64encode(e).decode("ascii")} for e in examples],
                             signature=signature, version=version)
 
+    def raw_inputs(self, signature: str = "predict_raw", version: int | None = None) -> list[str]:
+        """The input keys of a served signature (its metadata): the raw columns to send."""
+        defs = self.metadata(version)["metadata"]["signature_def"]["signature_def"]
+        if signature not in defs:
+            raise ServingClientError(400, f"signature {signature!r} not served; available: {sorted(defs)}")
+        return list(defs[signature]["inputs"])
+
+    def predict_raw(self, cfg, records: list[dict], columnar: bool = False, version: int | None = None,
+                    columns=None) -> list[dict]:
+        """Scores typed records (``serving.raw_examples.read_split`` items) through
+        ``predict_raw``, lists padded with ""; returns one dict of outputs per record."""
+        from serving.raw_examples import to_columns, to_instances
+
+        columns = self.raw_inputs("predict_raw", version) if columns is None else columns
+        if columnar:
+            out = self.predict(inputs=to_columns(cfg, records, columns), signature="predict_raw",
+                               version=version)["outputs"]
+            out = out if isinstance(out, dict) else {"output": out}
+            return [{k: v[i] for k, v in out.items()} for i in range(len(records))]
+        out = self.predict(instances=to_instances(cfg, records, columns), signature="predict_raw",
+                           version=version)["predictions"]
+        return [p if isinstance(p, dict) else {"output": p} for p in out]
+
     def classify(self, examples: list[dict], signature: str = "classification", version: int | None = None) -> dict:
         return self.post("classify", {"signature_name": signature, "examples": examples}, version)
 
@@ -127,6 +159,31 @@ class GrpcClient:
         import tensorflow as tf
 
         return self.predict({"examples": tf.make_tensor_proto(examples, dtype=tf.string)}, signature, version)
+
+    def raw_inputs(self, signature: str = "predict_raw", version: int | None = None) -> dict:
+        """Input key -> ``tf.DType`` of a served signature (its metadata)."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        self.metadata(version).metadata["signature_def"].Unpack(sig_map)
+        if signature not in sig_map.signature_def:
+            import grpc
+
+            raise ServingClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"signature {signature!r} not served; available: {sorted(sig_map.signature_def)}")
+        return {k: tf.as_dtype(v.dtype) for k, v in sig_map.signature_def[signature].inputs.items()}
+
+    def predict_raw(self, cfg, records: list[dict], version: int | None = None, dtypes: dict | None = None) -> dict:
+        """Scores typed records through ``predict_raw``: a ``TensorProto`` per column (lists
+        ``DT_STRING [batch, width]`` padded with "", weights ``DT_FLOAT [batch, width]``);
+        returns output key -> numpy array."""
+        from serving.raw_examples import to_columns
+        from serving.warmup import tensor_proto
+
+        dtypes = self.raw_inputs("predict_raw", version) if dtypes is None else dtypes
+        columns = to_columns(cfg, records, list(dtypes))
+        return self.predict({k: tensor_proto(v, dtypes[k]) for k, v in columns.items()}, "predict_raw", version)
 
     def _input(self, request, examples: list[bytes]):
         from tensorflow.core.example import example_pb2
@@ -190,15 +247,23 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", required=True, help="run directory whose validation rows to send")
     p.add_argument("--rows", type=int, default=3, help="how many rows to score (default 3)")
     p.add_argument("--version", type=int, help="a specific version (default: the latest served)")
+    p.add_argument("--signature", choices=["serving_default", "predict_raw"], default="serving_default",
+                   help="serving_default (serialized tf.Examples, the default) or predict_raw (one input per raw "
+                        "column; list features padded with \"\")")
+    p.add_argument("--columnar", action="store_true", help="REST predict_raw: the columnar \"inputs\" format "
+                                                            "(default: row \"instances\")")
     args = p.parse_args(argv)
-    _, records, examples = _run_rows(os.path.abspath(args.run_dir), args.rows)
+    cfg, records, examples = _run_rows(os.path.abspath(args.run_dir), args.rows)
+    raw = args.signature == "predict_raw"
     try:
         if args.rest:
             client = RestClient(args.rest, args.model)
-            out = client.predict_examples(examples, version=args.version)["predictions"]
+            out = (client.predict_raw(cfg, records, args.columnar, args.version) if raw else
+                   client.predict_examples(examples, version=args.version)["predictions"])
         else:
             client = GrpcClient(args.grpc, args.model)
-            arrays = client.predict_examples(examples, version=args.version)
+            arrays = (client.predict_raw(cfg, records, args.version) if raw else
+                      client.predict_examples(examples, version=args.version))
             out = [{k: float(v[i]) for k, v in arrays.items()} for i in range(len(examples))]
     except ServingClientError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,6 +8,12 @@ the warmup requests from validation rows; run the gate (``serving.gate``) on tes
 ``assets.extra/metrics.json`` and ``BLESSED``; rename the build directory to
 ``<base>/<model_name>/<version>``. A failed gate removes the build directory and raises
 ``GateFailedError``: nothing is published.
+
+A model that reads a subset of the features (``model.features`` of the teacher,
+``distill.student.features`` of the student, as recorded in its ``model_config.json``) is
+exported with the raw columns that subset needs (``core.features.raw_columns_for``) and
+the model inputs of ``FeatureInfo.select``: its ``serving_default`` parses, and its
+``predict_raw`` takes, only those columns.
 """
 from __future__ import annotations
 
@@ -19,14 +25,15 @@ import types
 import tensorflow as tf
 
 from core.errors import ExportError
+from core.config import weight_columns
 from core.feature_specs import encode_raw_example, serving_feature_spec
-from core.features import FeatureInfo
+from core.features import FeatureInfo, raw_columns_for
 from core.run_dir import RunDir, read_json, write_json_atomic
 from serving import versions
 from serving.gate import run_gate
-from serving.raw_examples import read_split
+from serving.raw_examples import read_split, to_columns, to_instances
 from serving.signatures import ServingModule, save_serving_module
-from serving.warmup import write_warmup
+from serving.warmup import MAX_WARMUP_RECORDS, write_warmup
 
 log = logging.getLogger("serving.export")
 
@@ -56,6 +63,20 @@ def _eval_keys(cfg, output_names: list[str]) -> dict:
     return {t: eval_output_key(t, esmm, cfg.data.funnel) for t in cfg.task_names}
 
 
+def model_features(cfg, run_dir: RunDir, role: str) -> list[str]:
+    """The model features the ``role``'s trained model reads (empty: all): ``model.features``
+    of its ``model_config.json`` when recorded, else the config's (``model.features`` for the
+    teacher; ``distill.student.features``, or the teacher's, for the student)."""
+    path = os.path.join(run_dir.model_dir(role), "model_config.json")
+    if os.path.exists(path):
+        recorded = (read_json(path, "model config").get("model") or {}).get("features")
+        if recorded:
+            return list(recorded)
+    if role == "student":
+        return list(cfg.distill.student.features or cfg.model.features)
+    return list(cfg.model.features)
+
+
 def export_model(cfg, run_dir: RunDir, role: str) -> dict:
     """Builds, gates and publishes one version; returns the blessing plus paths."""
     import tensorflow_transform as tft
@@ -63,6 +84,12 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
 
     run_dir.require(run_dir.transform_output_dir, "preprocess")
     info = FeatureInfo.from_dict(read_json(run_dir.require(run_dir.feature_info_file, "preprocess"), "feature info"))
+    chosen = model_features(cfg, run_dir, role)
+    try:
+        info = info.select(chosen)
+    except ValueError as e:
+        raise ExportError(f"the {role} model's features: {e}") from None
+    columns = raw_columns_for(cfg, chosen)
     from core import artifact_checks
 
     tft_output = tft.TFTransformOutput(artifact_checks.require_transform_output(run_dir.transform_output_dir))
@@ -71,8 +98,8 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
     keras_model = tf_keras.models.load_model(model_path, compile=False)
     task = cfg.export.classification_task or cfg.task_names[0]
     try:
-        module = ServingModule(tft_output.transform_features_layer(), keras_model, serving_feature_spec(cfg),
-                               info.model_inputs, task)
+        module = ServingModule(tft_output.transform_features_layer(), keras_model, serving_feature_spec(cfg, columns),
+                               info.model_inputs, task, list_weights=weight_columns(cfg.data))
     except ValueError as e:
         raise ExportError(f"cannot build the serving module for the {role} model: {e}") from None
 
@@ -87,14 +114,21 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
         log.info("export: saving %s model as %s version %d into %s", role, name, version, build)
         save_serving_module(module, build)
         warm = read_split(cfg, pattern, fmt, "validation", cfg.export.warmup_examples)
+        # A model with list features also warms predict_raw once (its padded -> sparse path),
+        # within TF Serving's 1000 warmup records.
+        raw_warmup = to_columns(cfg, warm, columns) if warm and module.list_columns else None
+        singles = warm[:MAX_WARMUP_RECORDS - 1] if raw_warmup is not None else warm
         if cfg.export.warmup_examples:
-            write_warmup(build, [encode_raw_example(cfg, r["features"]) for r in warm], name)
+            write_warmup(build, [encode_raw_example(cfg, r["features"]) for r in singles], name,
+                         raw_inputs=raw_warmup,
+                         raw_dtypes={k: v.dtype for k, v in serving_feature_spec(cfg, columns).items()})
         test = read_split(cfg, pattern, fmt, "test", METRIC_ROWS)
         tfrecords = read_tfrecords(run_dir.split_pattern("test"), tft_output.transformed_feature_spec(), METRIC_ROWS)
         prev_version, prev_metrics = versions.published_metrics(model_dir)
         blessing = run_gate(cfg, build, tft_layer=module.tft_layer, keras_model=keras_model, info=info,
                             eval_keys=_eval_keys(cfg, module.output_names), test_records=test, tfrecords=tfrecords,
-                            warmup_requests=len(warm) if cfg.export.warmup_examples else 0,
+                            warmup_requests=(len(singles) + (raw_warmup is not None)
+                                             if cfg.export.warmup_examples else 0),
                             previous_metrics=prev_metrics)
         blessing.update({"model_name": name, "version": version, "role": role, "previous_version": prev_version})
         write_json_atomic(os.path.join(build, versions.METRICS_FILE), blessing["metrics"])
@@ -105,5 +139,5 @@ def export_model(cfg, run_dir: RunDir, role: str) -> dict:
         raise
     log.info("export: published %s", final)
     sample = (warm or test)[:1]
-    example = {c: sample[0]["features"][c] for c in cfg.data.categorical + cfg.data.numeric} if sample else None
-    return {"blessing": blessing, "version_dir": final, "version": version, "example": example}
+    example = to_instances(cfg, sample[:1], columns)[0] if sample else None  # lists padded to max_length
+    return {"blessing": blessing, "version_dir": final, "version": version, "example": example, "columns": columns}

@@ -10,7 +10,9 @@ Checks, in order; the first failure raises ``GateFailedError`` naming the check 
   warmup          every ``assets.extra/tf_serving_warmup_requests`` record replays with finite
                   outputs of one row per example
   skew            on raw test rows, ``serving_default`` (raw tf.Example in) equals the Keras
-                  serving model on the Python TF Transform output, and ``predict_raw`` equals
+                  serving model on the Python TF Transform output (the typed records as the
+                  tensors parsing gives: list and weight columns as ``SparseTensor``s), and
+                  ``predict_raw`` (its input columns, lists padded with "") equals
                   ``serving_default``, within ``export.skew_tolerance``; rows also found in the
                   preprocessed test TFRecords (matched by categorical ids, labels and
                   passthrough values) score the same from the TFRecord features
@@ -32,7 +34,7 @@ import tensorflow as tf
 from core import features
 from core.errors import GateFailedError
 from core.feature_specs import encode_raw_example
-from serving.raw_examples import to_columns
+from serving.raw_examples import to_columns, to_tensors
 from serving.session_model import SessionModel
 from serving.warmup import WarmupError, replay_warmup
 
@@ -76,10 +78,10 @@ def predict_examples(model: SessionModel, examples: list[bytes], signature: str 
 
 
 def _python_transform(cfg, tft_layer, records: list[dict]) -> dict:
-    cols = to_columns(cfg, records)
-    raw = {c: tf.constant([str(v) for v in cols[c]]) for c in cfg.data.categorical}
-    raw.update({c: tf.constant(np.asarray(cols[c], np.float32)) for c in cfg.data.numeric})
-    return {k: v.numpy() for k, v in tft_layer(raw).items()}
+    """The TF Transform layer on every raw feature column of the typed records (in Python,
+    not through the exported graph); transformed name -> ndarray."""
+    out = tft_layer(to_tensors(cfg, records))
+    return {k: (tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v).numpy() for k, v in out.items()}
 
 
 def _keras_outputs(keras_model, transformed: dict, model_inputs: list[str], keys: list[str]) -> dict:
@@ -105,7 +107,7 @@ def check_skew(cfg, model: SessionModel, tft_layer, keras_model, info: features.
     diff = _max_diff(served, trained, keys)
     if not diff <= tol:
         _fail("skew", f"serving_default vs Keras model on transformed features: max |diff| {diff:.3g} > tolerance {tol:g}")
-    raw_out = model.run("predict_raw", to_columns(cfg, records))
+    raw_out = model.run("predict_raw", to_columns(cfg, records, list(model.signatures["predict_raw"].inputs)))
     raw_diff = _max_diff(served, raw_out, keys)
     if not raw_diff <= tol:
         _fail("skew", f"predict_raw vs serving_default: max |diff| {raw_diff:.3g} > tolerance {tol:g}")
@@ -115,14 +117,18 @@ def check_skew(cfg, model: SessionModel, tft_layer, keras_model, info: features.
 
 
 def _row_key(cat_ids, labels, passthrough) -> tuple:
-    return tuple(int(x) for x in cat_ids) + tuple(float(np.float32(x)) for x in labels) + \
-        tuple(float(np.float32(x)) for x in passthrough)
+    return tuple(int(x) for v in cat_ids for x in np.reshape(v, [-1])) + \
+        tuple(float(np.float32(x)) for x in labels) + tuple(float(np.float32(x)) for x in passthrough)
 
 
 def _tfrecord_skew(cfg, info, keras_model, served, transformed, records, tfrecords, keys, tol) -> dict:
     if not tfrecords:
         return {"tfrecord_rows_matched": 0}
-    cats, tasks = list(info.categorical), cfg.data.tasks
+    # Rows are matched by every integer output (ids, buckets, list ids, crosses; not only the
+    # model's: a student reading a few features would match different rows with equal ids).
+    cats = sorted(k for k in set(transformed) & set(tfrecords)
+                  if np.asarray(tfrecords[k]).dtype.kind in "iu" and k != features.GROUP_KEY) or list(info.categorical)
+    tasks = cfg.data.tasks
     pt = [c for c in info.passthrough if c in tfrecords]
     index: dict = {}
     n = len(tfrecords[cats[0]]) if cats else 0

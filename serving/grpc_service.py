@@ -1,6 +1,8 @@
 """TF Serving's gRPC API with the official ``tensorflow_serving.apis`` protos.
 
 ``PredictionService``: Predict, Classify, Regress, GetModelMetadata (``signature_def``);
+Predict inputs are dense ``TensorProto``s (a list feature: ``DT_STRING [batch, width]``
+padded with ""; a ``DT_VARIANT`` or otherwise unreadable tensor is INVALID_ARGUMENT);
 ``ModelService``: GetModelStatus. The official stubs
 (``prediction_service_pb2_grpc.PredictionServiceStub``, ``model_service_pb2_grpc.ModelServiceStub``)
 are the clients. A ``RequestError`` from ``ServingApi`` aborts the call with the matching
@@ -65,6 +67,22 @@ def _examples(model_input) -> list[bytes]:
     raise invalid("Input is empty: set example_list or example_list_with_context")
 
 
+def _ndarray(key: str, tensor):
+    """A request ``TensorProto`` as numpy; INVALID_ARGUMENT for a malformed one or a composite
+    representation (``DT_VARIANT``: a ragged or other composite tensor), which no signature
+    takes: list features are dense ``[batch, width]`` tensors padded with "" (``serving.signatures``)."""
+    from tensorflow.core.framework import types_pb2
+
+    if tensor.dtype == types_pb2.DT_VARIANT:
+        raise invalid(f"input '{key}': a DT_VARIANT tensor (a ragged or other composite value) is not accepted; "
+                      "send a dense tensor, a list feature as DT_STRING [batch, width] padded with \"\"")
+    try:
+        return tf.make_ndarray(tensor)
+    except Exception as e:  # noqa: BLE001  (TypeError, ValueError, KeyError for unsupported dtypes: all the client's)
+        raise invalid(f"input '{key}': malformed TensorProto ({types_pb2.DataType.Name(tensor.dtype)}): "
+                      f"{type(e).__name__}: {e}") from None
+
+
 def _spec(response_spec, name: str, version: int, signature: str) -> None:
     response_spec.name = name
     response_spec.version.value = version
@@ -77,12 +95,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_handled
     def Predict(self, request, context):  # noqa: N802  (gRPC method names)
-        inputs = {}
-        for k, t in request.inputs.items():
-            try:
-                inputs[k] = tf.make_ndarray(t)
-            except (TypeError, ValueError) as e:
-                raise invalid(f"input '{k}': malformed TensorProto: {e}") from None
+        inputs = {k: _ndarray(k, t) for k, t in request.inputs.items()}
         v, sig, outputs = self.api.predict(request.model_spec.name, _version(request.model_spec),
                                            request.model_spec.signature_name, inputs,
                                            list(request.output_filter) or None)

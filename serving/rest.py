@@ -91,7 +91,7 @@ class RestHandler:
             row = {}
 
             def inputs(sig):
-                feed, row["format"] = json_codec.predict_inputs(body, list(sig.inputs))
+                feed, row["format"] = json_codec.predict_inputs(body, dict(sig.inputs))
                 return feed
 
             _, _, outputs = self.api.predict(name, version, signature, inputs)

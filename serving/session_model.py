@@ -101,10 +101,13 @@ def _as_array(key: str, value, info: TensorInfo) -> np.ndarray:
     try:
         if info.dtype == tf.string:
             arr = np.asarray(value, dtype=object)
-            bad = [v for v in arr.reshape(-1) if not isinstance(v, (bytes, str))]
-            if bad:
-                raise TypeError(f"expected strings, got {type(bad[0]).__name__} {bad[0]!r}")
-            arr = np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(arr) if arr.size else arr
+            # One pass over the element types (C speed): a [512, 50] list batch is 25,600 strings.
+            kinds = set(map(type, arr.reshape(-1)))
+            if not all(issubclass(k, (bytes, str)) for k in kinds):
+                bad = next(v for v in arr.reshape(-1) if not isinstance(v, (bytes, str)))
+                raise TypeError(f"expected strings, got {type(bad).__name__} {bad!r}")
+            if any(issubclass(k, str) for k in kinds):
+                arr = np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(arr)
         else:
             arr = np.asarray(value)
             if arr.dtype.kind in "OUSb":

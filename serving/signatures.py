@@ -7,14 +7,45 @@ only). Its signatures:
 * ``serving_default``: ``examples`` (serialized raw ``tf.Example``, string ``[None]``) ->
   one ``<task>_probability`` per model probability output (``ctcvr_probability`` in ESMM
   mode), each float32 ``[None]``;
-* ``predict_raw``: one tensor per raw feature (string for categoricals, float32 for
-  numerics, ``[None]``), keyed by the column names exactly as configured (``item-price``
-  stays ``item-price``) -> the same outputs, for JSON clients;
+* ``predict_raw``: one tensor per raw feature column, keyed by the column names exactly as
+  configured (``item-price`` stays ``item-price``) -> the same outputs, for JSON clients;
 * ``classification`` (method ``tensorflow/serving/classify``): ``inputs`` (serialized
   examples) -> ``scores`` float32 ``[None, 2]`` (P(0), P(1)) and ``classes`` string
   ``[None, 2]`` ("0", "1") for the configured task;
 * ``regression`` (method ``tensorflow/serving/regress``): ``inputs`` -> ``outputs``
   float32 ``[None]``, the configured task's probability.
+
+List features (``data.lists``): the representation decision
+-------------------------------------------------------------
+* ``serving_default`` / ``classification`` / ``regression`` take the raw ``tf.Example``: a
+  list feature is a ``bytes_list`` with any number of values (absent = the empty list), its
+  weight column (``weights: <column>``) a ``float_list`` with one weight per value. They are
+  parsed with ``core.feature_specs.serving_feature_spec`` (``VarLenFeature``) into
+  ``SparseTensor``s, which the TF Transform layer takes as they are. A list and its weight
+  column with different numbers of values in one example is an ``INVALID_ARGUMENT`` (400).
+* ``predict_raw`` takes the **padded** representation: a list feature is a dense string
+  tensor ``[batch, width]`` (TensorSpec ``[None, None]``) padded with ``""``; every ``""``
+  is dropped (a real value is never ``""``: validation rejects empty values), wherever it
+  stands. Its weight column is a dense float32 ``[batch, width]`` of the same shape, aligned
+  with the list; the entries at the ``""`` positions are ignored (so a weight of 0.0 is a
+  real weight, never padding). Inside the signature the kept positions become the same
+  ``SparseTensor``s ``serving_default`` parses (row-major, column indices 0..n-1 per row,
+  dense shape ``[batch, longest list]``), so both signatures feed the TF Transform layer
+  identical tensors. A weight tensor whose shape differs from its list's is an
+  ``INVALID_ARGUMENT``.
+* Over JSON (TF Serving's REST API, row ``instances`` and columnar ``inputs``) a list
+  feature is a JSON list per instance. TF Serving's JSON tensors are dense: instances whose
+  lists have different lengths are rejected with 400 and TF Serving's own message
+  (``serving/json_codec.py``); clients pad with ``""`` to one width (``serving.client``,
+  ``serving.raw_examples.to_columns``). Over gRPC a ``TensorProto`` of dtype ``DT_STRING``
+  and shape ``[batch, width]`` is the input; a ragged or composite representation (a rank-1
+  tensor of values, a ``DT_VARIANT`` tensor, separate values/row-splits inputs) is an
+  ``INVALID_ARGUMENT``. In short: padded representation; ragged rejected with 400.
+* A model that reads a subset of the features (``model.features``, a student's
+  ``distill.student.features``) is exported with only the raw columns it needs
+  (``core.features.raw_columns_for``): the parsing spec and the ``predict_raw`` inputs
+  leave the skipped columns out, and the TF Transform layer, called without them, drops
+  the outputs that depend on them. A client need not send the skipped features.
 
 ``tf.saved_model.save`` marks every signature as a predict signature; ``set_method_names``
 rewrites the two method names in ``saved_model.pb`` afterwards, which is what TF Serving's
@@ -24,10 +55,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Mapping
 
 import tensorflow as tf
 
 from core.feature_specs import dummy_batch
+from serving.raw_examples import LIST_PAD
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -47,18 +80,68 @@ def probability_outputs(output_names) -> list[str]:
     return names
 
 
+def _is_var_len(spec) -> bool:
+    return isinstance(spec, tf.io.VarLenFeature)
+
+
+def padded_to_sparse(values, weights=None, name: str = "", weights_name: str = ""):
+    """A padded list ``[batch, width]`` (``""`` = padding) as the ``SparseTensor`` that
+    parsing a ``VarLenFeature`` gives (row-major, column indices 0..n-1 per row, dense shape
+    ``[batch, longest list]``), and its aligned weights ``[batch, width]`` gathered at the
+    same positions (None without weights).
+
+    Every ``""`` is dropped wherever it stands; a weight's value never marks padding (0.0
+    is a real weight). ``weights`` of another shape than ``values`` fails with
+    ``InvalidArgumentError``.
+    """
+    values = tf.convert_to_tensor(values, tf.string)
+    keep = tf.not_equal(values, LIST_PAD)
+    positions = tf.where(keep)  # [n, 2] row-major
+    kept = tf.cast(keep, tf.int64)
+    columns = tf.gather_nd(tf.cumsum(kept, axis=1, exclusive=True), positions)
+    indices = tf.stack([positions[:, 0], columns], axis=1)
+    lengths = tf.reduce_sum(kept, axis=1)
+    dense_shape = tf.stack([tf.shape(values, out_type=tf.int64)[0],
+                            tf.reduce_max(tf.concat([lengths, tf.zeros([1], tf.int64)], 0))])
+    sparse = tf.sparse.SparseTensor(indices, tf.gather_nd(values, positions), dense_shape)
+    if weights is None:
+        return sparse, None
+    weights = tf.convert_to_tensor(weights, tf.float32)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(tf.shape(weights), tf.shape(values))),
+        [f"predict_raw: weight column '{weights_name}' must have the shape of its list '{name}' ([batch, width], "
+         f"aligned value by value)"])
+    with tf.control_dependencies([check]):
+        weight_values = tf.gather_nd(weights, positions)
+    return sparse, tf.sparse.SparseTensor(indices, weight_values, dense_shape)
+
+
+def _row_lengths(sparse, batch):
+    return tf.math.bincount(tf.cast(sparse.indices[:, 0], tf.int32), minlength=batch, maxlength=batch,
+                            dtype=tf.int64)
+
+
 class ServingModule(tf.Module):
     """Raw features in, per-task probabilities out; see the module docstring for signatures.
 
     Args:
       tft_layer: ``TFTransformOutput.transform_features_layer()``.
       keras_model: the serving model: dict of ``model_inputs`` -> dict of outputs.
-      feature_spec: raw ``tf.io`` parsing spec (``core.feature_specs.serving_feature_spec``).
+      feature_spec: raw ``tf.io`` parsing spec (``core.feature_specs.serving_feature_spec``,
+        restricted to the columns the model needs): ``FixedLenFeature`` scalars,
+        ``VarLenFeature(tf.string)`` lists and ``VarLenFeature(tf.float32)`` weight columns.
       model_inputs: transformed feature names the model reads.
       classification_task: task whose probability the classify/regress signatures return.
+      list_weights: list column -> its weight column (``core.config.weight_columns``); pairs
+        whose list is not in ``feature_spec`` are ignored.
+
+    Raises:
+      ValueError: a column name no signature key can hold, a float ``VarLenFeature`` that is
+        no list's weight column, or an unknown classification task.
     """
 
-    def __init__(self, tft_layer, keras_model, feature_spec: dict, model_inputs: list[str], classification_task: str):
+    def __init__(self, tft_layer, keras_model, feature_spec: dict, model_inputs: list[str], classification_task: str,
+                 list_weights: Mapping[str, str] | None = None):
         super().__init__(name="serving_module")
         self.tft_layer = tft_layer
         self.model = keras_model
@@ -67,9 +150,20 @@ class ServingModule(tf.Module):
         if bad:
             raise ValueError(f"raw feature name(s) {bad} cannot be predict_raw signature keys (allowed: letters, digits, "
                              "'_', '-' and '.', not starting with '_' or '-'); rename the column(s)")
+        var_len = {k: s for k, s in self._feature_spec.items() if _is_var_len(s)}
+        # list column -> its weight column (or None), in spec order
+        self._lists = {k: None for k, s in var_len.items() if s.dtype == tf.string}
+        for name, column in (list_weights or {}).items():
+            if name in self._lists and column in var_len:
+                self._lists[name] = column
+        paired = {w for w in self._lists.values() if w}
+        stray = [k for k, s in var_len.items() if s.dtype != tf.string and k not in paired]
+        if stray:
+            raise ValueError(f"variable-length column(s) {stray} are no list's weight column (list_weights: "
+                             f"{dict(list_weights or {})})")
         self._model_inputs = list(model_inputs)
         self._outputs = None
-        # One raw row of defaults ('' / 0) traces the chain and gives the output names.
+        # One raw row of defaults ('' / 0, empty lists) traces the chain and gives the output names.
         self._outputs = probability_outputs(self._predict(dummy_batch(self._feature_spec, 1)).keys())
         key = f"{classification_task}{PROBABILITY_SUFFIX}"
         if key not in self._outputs:
@@ -81,6 +175,11 @@ class ServingModule(tf.Module):
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
+    @property
+    def list_columns(self) -> dict:
+        """List column -> its weight column (None when unweighted or weighted by tokens)."""
+        return dict(self._lists)
+
     def _predict(self, raw: dict) -> dict:
         transformed = self.tft_layer(dict(raw))
         missing = [k for k in self._model_inputs if k not in transformed]
@@ -91,7 +190,30 @@ class ServingModule(tf.Module):
         return {k: tf.reshape(tf.cast(outputs[k], tf.float32), [-1]) for k in keys}
 
     def _parse(self, examples):
-        return tf.io.parse_example(examples, self._feature_spec)
+        parsed = tf.io.parse_example(examples, self._feature_spec)
+        checks = []
+        for name, column in self._lists.items():
+            if column:
+                batch = tf.shape(examples)[0]
+                checks.append(tf.debugging.Assert(
+                    tf.reduce_all(tf.equal(_row_lengths(parsed[name], batch), _row_lengths(parsed[column], batch))),
+                    [f"feature '{column}' must hold one weight per value of the list feature '{name}'"]))
+        if checks:
+            with tf.control_dependencies(checks):
+                parsed = {k: tf.identity(v) if isinstance(v, tf.Tensor) else
+                          tf.sparse.SparseTensor(tf.identity(v.indices), v.values, v.dense_shape)
+                          for k, v in parsed.items()}
+        return parsed
+
+    def _from_padded(self, raw: dict) -> dict:
+        """``predict_raw``'s padded lists as the ``SparseTensor``s ``_parse`` gives."""
+        out = dict(raw)
+        for name, column in self._lists.items():
+            values, weights = padded_to_sparse(raw[name], raw[column] if column else None, name, column or "")
+            out[name] = values
+            if column:
+                out[column] = weights
+        return out
 
     def signatures(self) -> dict:
         """Concrete functions keyed by signature name, ready for ``tf.saved_model.save``."""
@@ -99,8 +221,9 @@ class ServingModule(tf.Module):
         # SignatureDef input keys come from the TensorSpec names (so they are the user's names
         # too); ``**kwargs`` would not do: tf.function rewrites keyword names that are not
         # Python identifiers (``item-price`` -> ``item_price``) and the TF Transform layer
-        # then rejects the inputs.
-        raw_specs = {k: tf.TensorSpec([None], v.dtype, name=k) for k, v in self._feature_spec.items()}
+        # then rejects the inputs. List and weight columns are padded [batch, width].
+        raw_specs = {k: tf.TensorSpec([None, None] if _is_var_len(v) else [None], v.dtype, name=k)
+                     for k, v in self._feature_spec.items()}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serving_default(examples):
@@ -108,7 +231,7 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[raw_specs])
         def predict_raw(raw):
-            return self._predict(raw)
+            return self._predict(self._from_padded(raw))
 
         predict_raw_fn = predict_raw.get_concrete_function()
 
@@ -135,6 +258,29 @@ def save_serving_module(module: ServingModule, export_dir: str) -> None:
     """Saves the module with its signatures and sets the classify/regress method names."""
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
     set_method_names(export_dir, {"classification": CLASSIFY_METHOD, "regression": REGRESS_METHOD})
+
+
+def read_signature_defs(export_dir: str) -> dict:
+    """The SignatureDefs of ``export_dir/saved_model.pb`` (tag ``serve``), read from the proto
+    without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    for mg in sm.meta_graphs:
+        if "serve" in mg.meta_info_def.tags:
+            return dict(mg.signature_def)
+    raise ValueError(f"{export_dir}: no meta graph with tag 'serve'")
+
+
+def raw_input_columns(export_dir: str, signature: str = "predict_raw") -> dict[str, int]:
+    """Input key -> rank of the ``predict_raw`` signature of an export: the raw columns the
+    model needs (rank 1 a scalar column, rank 2 a padded list or weight column)."""
+    defs = read_signature_defs(export_dir)
+    if signature not in defs:
+        raise ValueError(f"signature {signature!r} not in {export_dir}. Received: {sorted(defs)}")
+    return {k: len(v.tensor_shape.dim) for k, v in defs[signature].inputs.items()}
 
 
 def set_method_names(export_dir: str, methods: dict[str, str]) -> None:

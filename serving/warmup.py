@@ -2,7 +2,10 @@
 
 TF Serving replays these requests after loading a version and before marking it available,
 so the first real request does not pay for lazy initialisation. ``write_warmup`` writes one
-``PredictLog`` per serialized example (at most 1000, TF Serving's limit); ``replay_warmup``
+``PredictLog`` per serialized example (at most 1000, TF Serving's limit), plus, for a model
+with list features, one ``predict_raw`` request carrying the same rows as padded tensors
+(lists ``DT_STRING [batch, width]`` padded with ``""``, weights ``DT_FLOAT [batch, width]``),
+which warms the padded -> sparse path of that signature; ``replay_warmup``
 runs them against a loaded model the way the server does, checking every output is finite
 and has one row per example (the gate and ``serving.model_store`` both use it).
 """
@@ -22,10 +25,23 @@ def warmup_path(version_dir: str) -> str:
     return os.path.join(version_dir, WARMUP_FILE)
 
 
+def tensor_proto(value, dtype):
+    """A ``TensorProto`` of ``dtype`` of a (nested, rectangular) list input, also of a
+    ``[batch, 0]`` one (all lists empty), whose dtype numpy cannot infer."""
+    dtype = tf.as_dtype(dtype)
+    arr = np.asarray(value, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+    return tf.make_tensor_proto(arr, dtype=dtype, shape=arr.shape)
+
+
 def write_warmup(version_dir: str, examples: list[bytes], model_name: str,
-                 signature_name: str = "serving_default", input_key: str = "examples") -> str:
-    """Writes one PredictionLog per serialized example; returns the file path."""
-    if len(examples) > MAX_WARMUP_RECORDS:
+                 signature_name: str = "serving_default", input_key: str = "examples",
+                 raw_inputs: dict | None = None, raw_dtypes: dict | None = None) -> str:
+    """Writes one PredictionLog per serialized example, then, with ``raw_inputs`` (column ->
+    values, ``serving.raw_examples.to_columns``), one ``predict_raw`` request of them
+    (``raw_dtypes``: column -> ``tf.DType``, the signature's); returns the file path."""
+    if raw_inputs is not None and set(raw_inputs) - set(raw_dtypes or {}):
+        raise ValueError(f"raw_dtypes lacks {sorted(set(raw_inputs) - set(raw_dtypes or {}))}")
+    if len(examples) + (raw_inputs is not None) > MAX_WARMUP_RECORDS:
         raise ValueError(f"at most {MAX_WARMUP_RECORDS} warmup requests. Received: {len(examples)}")
     path = warmup_path(version_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -34,6 +50,13 @@ def write_warmup(version_dir: str, examples: list[bytes], model_name: str,
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
             request.inputs[input_key].CopyFrom(tf.make_tensor_proto([ex], dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+        if raw_inputs is not None:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="predict_raw"))
+            for key, value in raw_inputs.items():
+                request.inputs[key].CopyFrom(tensor_proto(value, raw_dtypes[key]))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path

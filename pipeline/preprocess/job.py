@@ -8,7 +8,8 @@ One Beam pipeline (any runner; see ``pipeline.beam_options``) in two passes over
     transform: ReadValidSplits -+-> dead letters (JSON lines)
                                 +-> train/validation/test -> ToRecordBatches
                                       -> TransformDataset(transform_fn) -> gzip TFRecords
-               + CountRecords (read, valid, dead letters by reason, per split) -> stats.json
+               + CountRecords (read, valid, dead letters by reason, per split, lists truncated
+                              to max_length and list lengths) -> stats.json
 
 The transform pass reads the input a second time rather than reusing the analysis pass's
 records: the transform has to wait for ``transform_fn``, and a runner would otherwise hold
@@ -41,6 +42,8 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
 from core import features
+from core.config import table_owner
+from core.records import RecordSchema
 
 from pipeline.preprocess import stats as preprocess_stats
 from pipeline.beam_options import pipeline_options
@@ -50,7 +53,8 @@ from pipeline.preprocess.record_batches import ToRecordBatches, raw_tensor_adapt
 from core.run_dir import RunDir, write_json_atomic
 from core.splits import SPLITS, split_columns
 from pipeline.preprocess.split import SplitRecords
-from pipeline.preprocess.transform import bucket_features, make_preprocessing_fn, vocabulary_name
+from pipeline.preprocess.transform import (bucket_features, cross_features, make_preprocessing_fn, piecewise_features,
+                                           vocabulary_name)
 from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
 log = logging.getLogger("pipeline.preprocess.job")
@@ -130,7 +134,7 @@ def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: Prepro
 
     data = p | "TransformPass" >> ReadValidSplits(pattern, fmt, cfg)
     _ = data["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
-    _ = data | "CountRecords" >> preprocess_stats.CountRecords(layout.counts)
+    _ = data | "CountRecords" >> preprocess_stats.CountRecords(layout.counts, RecordSchema(cfg))
     _ = write_file_errors(data[FILE_ERRORS], layout.file_errors)
     for s in SPLITS:
         transformed = (((_record_batches(data[s], cfg, s), adapter), transform_fn)
@@ -142,18 +146,43 @@ def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: Prepro
 
 
 def feature_info_from_output(cfg, transform_output_dir: str) -> features.FeatureInfo:
-    """FeatureInfo with cardinalities read from the TFT vocabularies (+ OOV buckets)."""
+    """FeatureInfo of a transform output.
+
+    * ``categorical``: each categorical column's cardinality, its TFT vocabulary's size + OOV
+      buckets (``data.hash_buckets``: its N), then ``<numeric>_bucket`` (the quantile buckets)
+      and the crosses (their hash buckets);
+    * ``lists``: per list a ``ListInfo`` whose cardinality is that of its table
+      (``core.config.table_owner``: its own, or the shared feature's vocabulary + OOV or hash
+      buckets), ``length = max_length``, its pooling, kind, target, ``weighted`` and ``table``;
+    * ``piecewise``: ``<numeric>_ple`` -> bins.
+    """
     output = tft.TFTransformOutput(transform_output_dir)
+    d = cfg.data
     oov = cfg.preprocess.vocab.oov_buckets
-    categorical = {c: output.vocabulary_size_by_name(vocabulary_name(c)) + oov for c in cfg.data.categorical}
+
+    def cardinality(name: str) -> int:
+        if name in d.hash_buckets:
+            return int(d.hash_buckets[name])
+        return output.vocabulary_size_by_name(vocabulary_name(name)) + oov
+
+    categorical = {c: cardinality(c) for c in d.categorical}
     categorical.update(bucket_features(cfg))
+    categorical.update(cross_features(cfg))
+    lists = {}
+    for f in d.lists:
+        table = table_owner(d, f.name)
+        lists[f.name] = features.ListInfo(
+            cardinality=cardinality(table), length=f.max_length, pooling=f.pooling, weighted=bool(f.weights),
+            table=table, target=f.target, kind=f.kind)
     return features.FeatureInfo(
         categorical=categorical,
-        numeric=list(cfg.data.numeric),
+        numeric=list(d.numeric),
+        lists=lists,
+        piecewise=piecewise_features(cfg),
         tasks=list(cfg.task_names),
-        passthrough=list(cfg.data.passthrough),
-        has_weight=bool(cfg.data.weight_column),
-        has_group=bool(cfg.data.group_column),
+        passthrough=list(d.passthrough),
+        has_weight=bool(d.weight_column),
+        has_group=bool(d.group_column),
     )
 
 
@@ -174,9 +203,13 @@ def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dic
     if os.path.exists(layout.file_errors):
         os.remove(layout.file_errors)
     stats = preprocess_stats.build_stats(preprocess_stats.read_counts(layout.counts), wall,
-                                         {"pattern": pattern, "format": fmt, "files": len(files)})
+                                         {"pattern": pattern, "format": fmt, "files": len(files)},
+                                         lists=features.list_columns(cfg))
     os.remove(layout.counts)
     log.info("preprocess: read %d, valid %d, dead-lettered %d (%s) in %.1f s", stats["rows_read"], stats["valid"],
              stats["dead_lettered"], stats["by_reason"], wall)
+    if stats.get("truncated"):
+        log.info("preprocess: valid records with a list longer than its max_length (truncated): %s",
+                 stats["truncated"])
     write_json_atomic(layout.stats, stats)
     return stats

@@ -14,6 +14,9 @@ class _ValidateDoFn(beam.DoFn):
         self._namespace = namespace
         self._valid = beam.metrics.Metrics.counter(namespace, "records_valid")
         self._dead = {r: beam.metrics.Metrics.counter(namespace, f"dead_letter_{r}") for r in REASONS}
+        names = [name for name, *_ in schema.lists]
+        self._truncated = {n: beam.metrics.Metrics.counter(namespace, f"truncated_{n}") for n in names}
+        self._lengths = {n: beam.metrics.Metrics.distribution(namespace, f"list_length_{n}") for n in names}
 
     def process(self, record: dict):
         error = record.get("error")
@@ -28,6 +31,11 @@ class _ValidateDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(record, reason, detail))
             return
         self._valid.inc()
+        if self._truncated:
+            for n, dist in self._lengths.items():
+                dist.update(len(features[n]))
+            for n in self._schema.truncated(features):
+                self._truncated[n].inc()
         yield {"source": record["source"], "position": record["position"], "values": record["values"],
                "features": features}
 
@@ -39,8 +47,9 @@ class ValidateRecords(beam.PTransform):
       cfg: the ``PipelineConfig`` (schema, task labels and ``positive_values``, funnel).
       require_labels: validate labels, weight, group and passthrough columns too (False when
         scoring unlabelled inputs: only the feature columns are checked and typed).
-      namespace: Beam metrics namespace of the ``records_valid`` and ``dead_letter_<reason>``
-        counters.
+      namespace: Beam metrics namespace of the ``records_valid``, ``dead_letter_<reason>`` and
+        (list features) ``truncated_<list>`` counters and the ``list_length_<list>``
+        distributions.
 
     Returns:
       A tuple-like result with ``.valid`` (typed records) and ``.dead_letters``.

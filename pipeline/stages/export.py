@@ -41,6 +41,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         "",
         "| check | result |", "|---|---|",
         f"| load (TF1 session loader) | {', '.join(blessing['checks']['load']['signatures'])} |",
+        f"| inputs | {len(out['columns'])} raw columns: {', '.join(out['columns'])} |",
         f"| warmup | {blessing['checks']['warmup']['requests']} requests replayed |",
         f"| skew | max abs diff {blessing['checks']['skew']['max_abs_diff']:.2g} over "
         f"{blessing['checks']['skew']['rows']} rows; {blessing['checks']['skew']['tfrecord_rows_matched']} TFRecord rows matched |",
@@ -49,7 +50,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         "", f"![export gate]({plot})",
     ])
     return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"], role, out["example"]),
-                       extra={"rows_unit": "test examples (gate)"})
+                       extra={"rows_unit": "test examples (gate)", "raw_columns": out["columns"]})
 
 
 def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:

@@ -49,6 +49,9 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     }
     metrics = {k: stats[k] for k in ("valid", "dead_lettered", "by_reason", "rows_per_split", "rows_per_second")}
     metrics["cardinalities"] = dict(info.categorical)
+    if info.lists:
+        metrics["list_cardinalities"] = {n: li.cardinality for n, li in info.lists.items()}
+        metrics["truncated"] = stats.get("truncated", {})
     return StageResult(
         rows=stats["rows_read"],
         metrics=metrics,
@@ -57,7 +60,9 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         report=preprocess_stats.report_markdown(stats, info.to_dict()),
         message=(f"preprocess: {stats['rows_read']} records read, {stats['valid']} valid "
                  f"({', '.join(f'{s} {n}' for s, n in stats['rows_per_split'].items())}), "
-                 f"{stats['dead_lettered']} dead-lettered -> {run_dir.preprocess_dir}"),
+                 f"{stats['dead_lettered']} dead-lettered"
+                 + (f", truncated lists {stats['truncated']}" if stats.get("truncated") else "")
+                 + f" -> {run_dir.preprocess_dir}"),
     )
 
 

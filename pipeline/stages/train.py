@@ -33,7 +33,7 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     strategy, trains it on the train split (validating on the validation split), saves it
     into ``run_dir.model_dir(role)`` and returns the stage result."""
     from models import model_io, multi_worker, plots
-    from models.builder import build_ranker
+    from models.builder import build_ranker, model_features
     from models.distribute import get_strategy
     from models.training import train_model
 
@@ -44,7 +44,8 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     with get_strategy(t.distribute).scope():
         model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=t.seed)
     train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
-    train_ds, val_ds, train_rows = training_datasets(cfg, run_dir, info)
+    # Parse only what the model reads (model.features; labels, weight, passthrough are kept).
+    train_ds, val_ds, train_rows = training_datasets(cfg, run_dir, model_features(model_cfg, info))
     model_dir = run_dir.model_dir(role)
     result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names, train_rows=train_rows,
                          name=role, shard_patterns=[train_split, val_split])

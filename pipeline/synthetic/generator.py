@@ -1,8 +1,17 @@
 """The ``generate`` stage: synthetic click/conversion impression logs (the embedded default data).
 
 Rows come from ``pipeline.synthetic.click_model.World`` (latent user x item factors, non-linear
-context effects, a task-correlation knob) and carry the true probabilities ``p_click`` and
-``p_conversion`` so evaluation can report each task's oracle (Bayes-optimal) AUC.
+context effects, a task-correlation knob, a behaviour history and item tags) and carry the
+true probabilities ``p_click`` and ``p_conversion`` so evaluation can report each task's
+oracle (Bayes-optimal) AUC.
+
+Two columns are lists (``click_model.LIST_COLUMNS``): ``hist_items``, the user's item ids
+before this impression, most recent last, 0..``HISTORY_MAX`` of them (``"i12|i40|i7"``: i7 is
+the most recent), and ``item_tags``, the target item's 1..4 ``tag:weight`` tokens
+(``"t3:0.8|t17:0.35"``, relevance weights in [0.01, 1] with 2 decimals: the tags are the
+item's, their weights vary per impression). In CSV each is one field joined by
+``"|"`` (an empty history is an empty field), and so they are in the DataFrames of
+``iter_chunks``; in Parquet a ``list<string>`` column (an empty history: an empty list).
 
 Output: ``run_dir.raw_data_dir/part-NNNNN.<csv|parquet>``, ``synthetic.chunk_rows`` rows per
 file, each with a header; memory stays constant in ``synthetic.rows``. The whole directory
@@ -27,12 +36,12 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from pipeline.synthetic.click_model import BLOCK_ROWS, COLUMNS, World
+from pipeline.synthetic.click_model import BLOCK_ROWS, COLUMNS, LIST_COLUMNS, LIST_SEPARATOR, World
 
 log = logging.getLogger("pipeline.synthetic.generator")
 
 SUCCESS_FILE = "_SUCCESS"
-GENERATOR_VERSION = 1  # bump when the generated rows change for the same config
+GENERATOR_VERSION = 2  # bump when the generated rows change for the same config
 _PLOT_SAMPLE_ROWS = 200_000
 _CSV_FLOAT_FORMAT = "%.6g"
 
@@ -61,14 +70,37 @@ def iter_chunks(s) -> Iterator[pd.DataFrame]:
 
 
 def write_part(frame: pd.DataFrame, directory: str, index: int, fmt: str) -> str:
-    """Writes one chunk as ``part-NNNNN.<fmt>`` and returns its file name."""
+    """Writes one chunk as ``part-NNNNN.<fmt>`` and returns its file name.
+
+    List columns (held as their CSV field) are written as is in CSV and as ``list<string>`` in Parquet.
+    """
     name = f"part-{index:05d}.{fmt}"
     path = os.path.join(directory, name)
     if fmt == "csv":
         frame.to_csv(path, index=False, float_format=_CSV_FLOAT_FORMAT)
     else:
-        frame.to_parquet(path, index=False, engine="pyarrow")
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        lists = [c for c in LIST_COLUMNS if c in frame.columns]
+        plain = pa.Table.from_pandas(frame.drop(columns=lists), preserve_index=False)
+        arrays = {f.name: plain.column(f.name) for f in plain.schema}
+        for c in lists:
+            arrays[c] = _string_lists(pa.array(frame[c].to_numpy(dtype=object), type=pa.string()), pa, pc)
+        table = pa.table({c: arrays[c] for c in frame.columns}).replace_schema_metadata(plain.schema.metadata)
+        pq.write_table(table, path)
     return name
+
+
+def _string_lists(fields, pa, pc):
+    """CSV list fields (``LIST_SEPARATOR``-joined, "" for an empty list) as a ``list<string>``
+    array: one vectorized split, then the lone "" of each empty field dropped."""
+    split = pc.split_pattern(fields, LIST_SEPARATOR)
+    values = split.flatten()
+    lengths = np.diff(np.asarray(split.offsets)) - np.asarray(pc.equal(fields, "")).astype(np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values.filter(pc.not_equal(values, "")), type=pa.list_(pa.string()))
 
 
 def synthetic_signature(s) -> dict:

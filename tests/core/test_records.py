@@ -47,7 +47,8 @@ def test_lists_longer_than_max_length_are_valid_and_named_by_truncated():
     ({"hist": ["i1", None]}, INVALID_LIST_VALUE, "'hist'[1]"),
     ({"hist": [["i1"]]}, INVALID_LIST_VALUE, "'hist'[0]"),  # nested
     ({"hist": "i1||i2"}, INVALID_LIST_VALUE, "'hist'[1]"),  # an empty value
-    ({"item": ["i1", "i2"]}, INVALID_LIST_VALUE, "'item'"),  # a list for a single-valued column
+    ({"item": ["i1", "i2"]}, UNPARSABLE_RECORD, "'item'"),  # a list for a single-valued column
+    ({"hist": ["i1", "i2|i3"]}, INVALID_LIST_VALUE, "'hist'[1]"),  # would be two values in CSV
     ({"price": ["1", "2"]}, UNPARSABLE_RECORD, "'price'"),
     ({"hist": "a|b|c|d|e|f|g"}, LIST_TOO_LONG, "'hist'"),  # over data.max_list_length (6)
     ({"tags": "t1"}, INVALID_LIST_WEIGHT, "'tags'[0]"),  # no ':weight'

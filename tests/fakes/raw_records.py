@@ -15,7 +15,7 @@ import random
 from core.config import load_config
 
 COLUMNS = ["impression_id", "user_id", "item_id", "item_category", "device", "hour", "price", "user_activity",
-           "user_tenure_days", "item_popularity", "item_rating", "click", "conversion", "p_click", "p_conversion"]
+           "user_tenure_days", "item_popularity", "item_rating", "hist_items", "item_tags", "click", "conversion", "p_click", "p_conversion"]
 
 
 def good_rows(n: int, seed: int = 0, prefix: str = "imp") -> list[dict]:
@@ -36,6 +36,8 @@ def good_rows(n: int, seed: int = 0, prefix: str = "imp") -> list[dict]:
             "user_tenure_days": str(rng.randint(1, 900)),
             "item_popularity": str(round(rng.random() * 10, 3)),
             "item_rating": str(round(rng.uniform(1, 5), 2)),
+            "hist_items": "",  # the generator's list columns (configs/default.yaml), empty lists
+            "item_tags": "",
             "click": str(click),
             "conversion": str(conversion),
             "p_click": "0.25",
@@ -96,11 +98,12 @@ def write_csv(path, rows: list[dict], extra_lines: list[str] = ()) -> str:
 
 
 def files_config(path: str, fmt: str = "csv", *overrides: str):
-    """The default config reading ``path``, in-memory DirectRunner, a tiny schema's defaults."""
+    """The default config reading ``path`` (one value per column: its list features dropped;
+    an override may declare some), in-memory DirectRunner, a tiny schema's defaults."""
     from tests.conftest import REPO
 
     return load_config(f"{REPO}/configs/default.yaml", [
-        "data.source=files", f"data.path={path}", f"data.format={fmt}",
+        "data.source=files", f"data.path={path}", f"data.format={fmt}", "data.lists=[]",
         "preprocess.beam.direct_running_mode=in_memory", "preprocess.num_shards=1", *overrides])
 
 

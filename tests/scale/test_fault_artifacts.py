@@ -207,7 +207,7 @@ def test_disk_full_during_export_is_one_error_line_and_publishes_nothing(exporte
             return real(path, obj)
 
         monkeypatch.setattr(export_module, "write_json_atomic", write_json_atomic)
-    code = main(["export", "--run-dir", run_dir.root, "--set", "export.min_auc={}"])
+    code = main(["export", "--run-dir", run_dir.root, "--set", "export.min_auc={}", "--set", "data.lists=[]"])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 7 and len(lines) == 1 and "Traceback" not in err, err[-3000:]

@@ -37,3 +37,12 @@ def own_base(tmp_path, tiny_base):
     base = str(tmp_path / "base")
     shutil.copytree(tiny_base, base)
     return base
+
+
+@pytest.fixture(scope="session")
+def list_run(tmp_path_factory):
+    """The session's exported fake run with list features (``exported_list_run``): teacher
+    ``ranker`` and student ``student`` (without ``hist_items``), one blessed version each."""
+    from tests.fakes.serving_models import exported_list_run
+
+    return exported_list_run(tmp_path_factory)

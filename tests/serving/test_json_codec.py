@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
 from serving import json_codec
@@ -146,6 +147,91 @@ def test_request_with_neither_instances_nor_inputs_is_invalid():
 
 def test_bad_b64_inside_instances_is_invalid_argument():
     assert "Unable to base64 decode" in invalid_message(json_codec.predict_inputs, {"instances": [{"b64": "A"}]}, ["x"])
+
+
+# ----------------------------------------------------------------------------- predict_inputs: TF Serving's dense JSON tensors
+# The texts are those of tensorflow_serving/util/json_tensor.cc (TF Serving 2.19): AddInstanceItem
+# ("Expecting tensor size" / "Expecting shape"), FillTensorProto ("Encountered list at
+# unexpected size/level", "found at incorrect level"), TypeError ("is not of expected type"),
+# each row-format error wrapped by FillTensorMapFromInstancesList ("Failed to process element").
+F32, STR, I64 = tf.float32, tf.string, tf.int64
+
+
+def _hint(key):
+    return (f" (input '{key}': ragged nested lists; every instance must have the same shape (TF Serving's JSON "
+            "tensors are dense: send a list feature padded with \"\" to one width))")
+
+
+@pytest.mark.parametrize("body,inputs,expected", [
+    ({"instances": [[1.0], [1.0, 2.0]]}, {"x": F32},
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 1 but got: 2"),
+    ({"instances": [{"x": [[1.0, 2.0]]}, {"x": [1.0, 2.0]}]}, {"x": F32},
+     "Failed to process element: 1 key: x of 'instances' list. Error: INVALID_ARGUMENT: Expecting shape [1,2] but got: [2]"),
+    ({"instances": [{"x": [[1.0], [2.0, 3.0]]}]}, {"x": F32},
+     "Failed to process element: 0 key: x of 'instances' list. Error: INVALID_ARGUMENT: Encountered list at unexpected "
+     "size: 2 at level: 1 expected size: 1"),
+    ({"instances": [{"l": []}, {"l": ["a"]}]}, {"l": STR},
+     "Failed to process element: 1 key: l of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 0 but got: 1"),
+    ({"inputs": {"l": [["a", "b"], ["c"]]}}, {"l": STR},
+     "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+    ({"inputs": {"x": [[1.0], 2.0]}}, {"x": F32},
+     "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+    ({"inputs": {"x": [1.0, [2.0]]}}, {"x": F32}, "Encountered list at unexpected level: 1 expected < 1"),
+    ({"inputs": [[1.0], [2.0, 3.0]]}, {"x": F32}, "Encountered list at unexpected size: 2 at level: 1 expected size: 1"),
+], ids=["rows-size", "rows-shape", "inside-an-instance", "empty-then-one", "columns", "value-at-a-list-level",
+        "list-at-a-value-level", "bare-columns"])
+def test_ragged_json_tensors_get_tf_servings_message_then_a_hint(body, inputs, expected):
+    key = next(iter(inputs))
+    assert invalid_message(json_codec.predict_inputs, body, inputs) == expected + _hint(key)
+
+
+@pytest.mark.parametrize("value,dtype,expected", [
+    (5, STR, "JSON Value: 5 Type: Number is not of expected type: string"),
+    (True, STR, "JSON Value: true Type: True is not of expected type: string"),
+    ("a", F32, "JSON Value: \"a\" Type: String is not of expected type: float"),
+    (False, F32, "JSON Value: false Type: False is not of expected type: float"),
+    (1.5, I64, "JSON Value: 1.5 Type: Number is not of expected type: int64"),
+    (2 ** 63, I64, "JSON Value: 9223372036854775808 Type: Number is not of expected type: int64"),
+    (1, tf.bool, "JSON Value: 1 Type: Number is not of expected type: bool"),
+    (b64(b"a"), F32, 'JSON Value: {\n    "b64": "YQ=="\n} Type: Object is not of expected type: float'),
+    (1.5, tf.float64, None), (1, F32, None), ("a", STR, None), (b64(b"a"), STR, None), (True, tf.bool, None),
+], ids=["number-for-string", "bool-for-string", "string-for-float", "bool-for-float", "float-for-int64",
+        "beyond-int64", "number-for-bool", "b64-for-float", "double", "int-for-float", "string", "b64-string", "bool"])
+def test_json_value_types_follow_tf_serving(value, dtype, expected):
+    rows = {"instances": [{"k": ["ok"] if dtype == STR else [value]}, {"k": [value]}]}
+    if expected is None:
+        feed, _ = json_codec.predict_inputs(rows, {"k": dtype})
+        assert len(feed["k"]) == 2
+        return
+    message = invalid_message(json_codec.predict_inputs, rows, {"k": dtype})
+    element = 1 if dtype == STR else 0
+    assert message == f"Failed to process element: {element} key: k of 'instances' list. Error: INVALID_ARGUMENT: {expected}"
+    assert invalid_message(json_codec.predict_inputs, {"inputs": {"k": [[value]]}}, {"k": dtype}) == expected
+
+
+def test_padded_lists_and_scalars_of_one_width_pass():
+    body = {"instances": [{"l": ["a", ""], "w": [0.5, 0.0], "x": 1.0}, {"l": ["b", "c"], "w": [0.0, 2.0], "x": 2}]}
+    feed, row = json_codec.predict_inputs(body, {"l": STR, "w": F32, "x": F32})
+    assert feed == {"l": [["a", ""], ["b", "c"]], "w": [[0.5, 0.0], [0.0, 2.0]], "x": [1.0, 2]} and row
+
+
+def test_nulls_are_left_to_the_api_check_and_keys_alone_check_shapes_only():
+    feed, _ = json_codec.predict_inputs({"inputs": {"x": [1.0, None]}}, {"x": F32})
+    assert feed == {"x": [1.0, None]}  # serving.api names the null (a clearer 400 than a type error)
+    feed, _ = json_codec.predict_inputs({"inputs": {"x": ["a"]}}, ["x"])  # no dtypes: no type check
+    assert feed == {"x": ["a"]}
+    assert "Expecting tensor size" in invalid_message(json_codec.predict_inputs, {"instances": [[1], [1, 2]]}, ["x"])
+
+
+def test_unknown_inputs_are_not_checked_here():
+    feed, _ = json_codec.predict_inputs({"instances": [{"y": [1]}, {"y": [1, 2]}]}, {"x": F32})
+    assert feed == {"y": [[1], [1, 2]]}  # the model names the unknown input
+
+
+def test_an_empty_json_list_is_a_feature_of_no_kind_like_tf_serving():
+    (example,) = parse_examples({"examples": [{"tags": [], "x": 1.0}]})
+    assert example.features.feature["tags"].WhichOneof("kind") is None
+    assert list(example.features.feature["x"].float_list.value) == [1.0]
 
 
 # ----------------------------------------------------------------------------- encode_array

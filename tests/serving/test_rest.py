@@ -49,7 +49,10 @@ def test_status_and_metadata(server):
     ("POST", "/v1/models/tiny/versions/7:predict", b'{"instances": [1.0]}', 404, "Specific(tiny, 7)"),
     ("GET", "/v1/models/nope", b"", 404, "Could not find any versions of model nope"),
     ("POST", "/v1/models/tiny:predict", b'{"signature_name": "bogus", "instances": [1.0]}', 400, "bogus"),
-    ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "instances": ["a"]}', 400, "cannot convert"),
+    ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "instances": ["a"]}', 400,
+     # TF Serving's json_tensor.cc text (AddValueToTensor's TypeError, wrapped per instance)
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+     "JSON Value: \"a\" Type: String is not of expected type: float"),
     ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "inputs": {"y": [1.0]}}', 400, "missing"),
     ("POST", "/v1/models/tiny:predict", b'{"instances": [{"b64": "AA=="}], "inputs": []}', 400, "either"),
     ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "instances": [1,2,3,4,5,6,7,8,9]}', 400,

@@ -125,6 +125,7 @@ def test_rerun_through_the_cli_gives_identical_splits(stage, logs):
     d, path, _ = logs
     other = str(d / "run2")
     code = main(["preprocess", "--run-dir", other, "--set", "data.source=files", "--set", f"data.path={path}",
+                 "--set", "data.lists=[]",
                  "--set", "preprocess.beam.direct_running_mode=in_memory", "--set", "preprocess.num_shards=1",
                  "--set", "preprocess.beam.reshuffle_records=true", "--set", ALLOWED, "--set", BUCKETS])
     assert code == 0
@@ -200,6 +201,7 @@ def test_a_truncated_gzip_input_fails_the_stage_with_one_error_line(tmp_path, ca
     path.write_bytes(data[: len(data) // 2])
     run_dir = str(tmp_path / "run")
     code = main(["preprocess", "--run-dir", run_dir, "--set", "data.source=files", "--set", f"data.path={path}",
+                 "--set", "data.lists=[]",
                  "--set", "preprocess.beam.direct_running_mode=in_memory", "--set", "preprocess.num_shards=1"])
     err = capfd.readouterr().err
     assert code == 2

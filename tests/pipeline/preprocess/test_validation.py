@@ -44,7 +44,9 @@ def test_unlabelled_schema_checks_features_only(tiny_config):
     row = fx.good_rows(1)[0]
     del row["click"], row["conversion"]
     typed = schema.typed(row)
-    assert set(typed) == set(tiny_config.data.categorical + tiny_config.data.numeric)
+    from core.features import raw_feature_columns
+    assert set(typed) == set(raw_feature_columns(tiny_config))  # categorical, numeric and list columns
+    assert typed["hist_items"] == [] and typed["item_tags"] == []  # absent lists are empty
 
 
 def test_csv_reader_handles_quoting_missing_values_and_line_numbers():
