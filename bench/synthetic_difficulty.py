@@ -18,19 +18,20 @@ not the pipeline's model code.
 The oracle's terms (``oracle_terms``; ``--oracle-only`` prints just this, in seconds): the
 test set's click and conversion AUC of the true probability recomputed with a term left out
 of the click affinity (``click_model.World.logits(x, terms)``: the history's repeat part, its
-category part, the whole history, the tags, both), and of the history term replaced by its
+category part, the whole history, the tags, both), of the tag term with the expected
+relevance weights (what user_id and item_id alone tell), and of the history term replaced by its
 conditional mean given what a model sees (estimated on the same rows, so slightly
 optimistic): (user_id, item_category), what a model without the history could at best
 learn of it; the counts of exact and same-category matches among the last
 ``--max-length`` items, what a target-attention (DIN) pooling can represent; and the share
 of same-category items among them, roughly what a mean of the history's embeddings can.
 
-``--history mean|attention`` (and ``--tags``) add the list columns to the models: the last
-``--max-length`` history items share item_id's lookup and embedding, pooled by a masked mean
-or by DIN target attention (an MLP over [q, k, q - k, q * k] of the target item's and each
-history item's embedding, masked, summed, no softmax); the tags by a weight-weighted mean of
-tag embeddings. ``--variants`` trains the full-size model once per variant (e.g.
-``none,mean,attention,attention+tags``) and prints their AUCs side by side;
+``--variants`` (comma-separated; each ``none``, ``mean`` or ``attention``, optionally
+``+tags``, or just ``tags``) trains the models once per variant and prints their AUCs side
+by side. ``mean`` / ``attention`` add the history: its last ``--max-length`` items share
+item_id's lookup and embedding, pooled by a masked mean or by DIN target attention (an MLP
+over [q, k, q - k, q * k] of the target item's and each history item's embedding, masked,
+summed, no softmax); ``tags`` adds the tags as a relevance-weighted mean of tag embeddings.
 ``--cross-layers 3`` puts the default teacher's DCN-v2 cross layers before the bottom MLP
 (products of embeddings, e.g. user x tag preferences, which a plain MLP learns poorly).
 

@@ -55,7 +55,8 @@ history's embeddings only roughly (a share of same-category items, no exact matc
 it varies per impression (the intent ``s``, the re-visits), so ``user_id`` cannot stand in
 for it. ``T`` varies per impression through the relevance weights, which ``item_id`` cannot
 tell (only E[w_ik]); the rest of it is a fixed function of (user, item) that ids could learn
-in the limit (its user x tag part is rank 40: 16-dim embeddings hold ~70% of it). ``b_click`` and ``b_cvr`` are solved by bisection on a calibration
+in the limit (its user x tag part has rank 40: a rank-16 approximation holds ~70% of its
+variance). ``b_click`` and ``b_cvr`` are solved by bisection on a calibration
 sample so the mean click rate is ``click_rate`` and the mean conversion per impression
 ``conversion_rate`` (the standardizations of ``aff``, ``H`` and ``T`` use the same sample).
 Every term is a function of the observed columns. The numeric columns are views of the
@@ -100,6 +101,7 @@ _HISTORY_SHAPE = 2.0  # Gamma shape of the length's Poisson rate: lengths are ov
 _INTENT_SHARE = 0.6  # weight of a user's own Dirichlet taste in pi_u (the rest: popularity mass)
 _INTENT_RECENT = 0.8  # P(history item of the intent category) at age 0 ...
 _INTENT_DECAY = 4.0  # ... decaying as exp(-age / this)
+_INTENT_BY_AGE = _INTENT_RECENT * np.exp(-np.arange(HISTORY_MAX) / _INTENT_DECAY)
 _REVISIT = 0.2  # P(a history item re-visits an older one of the same history)
 _REVISIT_GAP = 0.3  # Geometric parameter of how many positions older the re-visited item is
 _TARGET_REPEAT = 0.12  # P(target = a recent history item) ...
@@ -244,7 +246,8 @@ class World:
     item_tag_base: np.ndarray  # ... with base weight 0) and base weights b_ik, heaviest first
     item_tag_count: np.ndarray  # (items,) tags per item
     tag_appeal: np.ndarray  # (NUM_TAGS,) g[t]
-    tag_prefix: np.ndarray  # (NUM_TAGS,) "t<k>:" (object array)
+    tag_tokens: np.ndarray  # (NUM_TAGS * 101,) "t<k>:<w>" for each tag and weight 0.00..1.00 (object array)
+    tag_tokens_after: np.ndarray  # the same with LIST_SEPARATOR before
     item_names: np.ndarray  # per item: "i<k>" + LIST_SEPARATOR (object array)
     item_name_length: np.ndarray  # their lengths
     category_items: np.ndarray  # (categories, most items in one) item ids per category (padded) ...
@@ -337,7 +340,8 @@ class World:
             item_tag_base=tag_weights,
             item_tag_count=counts,
             tag_appeal=appeal,
-            tag_prefix=np.array([f"t{t}:" for t in range(NUM_TAGS)], dtype=object),
+            tag_tokens=np.array([f"t{t}:{v}" for t in range(NUM_TAGS) for v in _WEIGHT_TEXT], dtype=object),
+            tag_tokens_after=np.array([f"{LIST_SEPARATOR}t{t}:{v}" for t in range(NUM_TAGS) for v in _WEIGHT_TEXT], dtype=object),
             item_names=np.array([f"i{k}{LIST_SEPARATOR}" for k in range(ni)], dtype=object),
             item_name_length=np.array([len(f"i{k}{LIST_SEPARATOR}") for k in range(ni)], dtype=np.int64),
             category_items=category_items,
@@ -380,7 +384,8 @@ class World:
 
         The history of row ``r`` is ``hist[offsets[r]:offsets[r + 1]]`` (item indices, most
         recent last); ``row`` and ``age`` give each history position's row and age (0: the most
-        recent); ``intent`` is the latent session category.
+        recent); ``intent`` is the latent session category; ``tag_weights`` (n, TAGS_PER_ITEM_MAX)
+        the relevance weights of the target's tags ``item_tag_ids[item]`` (0 for padding).
         """
         user = rng.choice(len(self.user_weight), n, p=self.user_weight)
         intent = self._categories(rng, user)
@@ -391,15 +396,18 @@ class World:
         total = int(offsets[-1])
         row = np.repeat(np.arange(n), length)
         age = offsets[row + 1] - 1 - np.arange(total)
-        in_intent = rng.random(total) < _INTENT_RECENT * np.exp(-age / _INTENT_DECAY)
+        in_intent = rng.random(total) < _INTENT_BY_AGE[age]
         category = np.where(in_intent, intent[row], self._categories(rng, user[row]))
         hist = self._popular_in(rng, category)
         # Re-visits: position p repeats the (resolved) item gap positions older in its row.
         source = np.arange(total)
         revisit = (rng.random(total) < _REVISIT) & (source > offsets[row])
         source[revisit] = np.maximum(source[revisit] - rng.geometric(_REVISIT_GAP, int(revisit.sum())), offsets[row][revisit])
-        for _ in range(6):  # pointer jumping: chains of re-visits shorter than 2^6
-            source = source[source]
+        while True:  # pointer jumping until every re-visit points at an original visit
+            resolved = source[source]
+            if np.array_equal(resolved, source):
+                break
+            source = resolved
         hist = hist[source]
         # The target item.
         item = rng.choice(len(self.item_weight), n, p=self.item_weight)
@@ -550,11 +558,12 @@ class World:
         return np.array([text[a:b] for a, b in zip(start.tolist(), stop.tolist())], dtype=object)
 
     def _tags_field(self, item: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Each row's tags as its CSV field: "t<k>:<w>" tokens in the item's order, "|"-joined."""
+        """Each row's tags as its CSV field: "t<k>:<w>" tokens in the item's order, "|"-joined
+        (one lookup per token in the table of every (tag, weight) token; one concatenation per slot)."""
         ids, count = self.item_tag_ids[item], self.item_tag_count[item]
-        text = np.round(weights * 100).astype(np.int64)
-        field = self.tag_prefix[ids[:, 0]] + _WEIGHT_TEXT[text[:, 0]]
+        token = ids * len(_WEIGHT_TEXT) + np.round(weights * 100).astype(np.int64)
+        field = self.tag_tokens[token[:, 0]]
         for k in range(1, ids.shape[1]):
-            token = LIST_SEPARATOR + self.tag_prefix[ids[:, k]] + _WEIGHT_TEXT[text[:, k]]
-            field = np.where(count > k, field + token, field)
+            more = count > k
+            field[more] = field[more] + self.tag_tokens_after[token[more, k]]
         return field
