@@ -69,12 +69,12 @@ def train_and_score(cfg, run_dir: RunDir, info, seed: int) -> dict:
     t = dataclasses.replace(cfg.training, seed=seed)
     cfg = dataclasses.replace(cfg, training=t)
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=seed)
-    train_ds, val_ds, rows = training_datasets(cfg, run_dir, info)
+    data = training_datasets(cfg, run_dir, info)
     model_dir = tempfile.mkdtemp(prefix="feature_kinds_")
     try:
         start = time.monotonic()
-        result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names, train_rows=rows,
-                             name="teacher")
+        result = train_model(model, data.epoch_batches, data.validation, t, model_dir, tasks=cfg.task_names,
+                             train_rows=data.train_rows, validation_rows=data.validation_rows, name="teacher")
         seconds = time.monotonic() - start
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)

@@ -149,7 +149,7 @@ def run(args, save=lambda results: None) -> dict:
     if args.deepctr_run_dir and os.path.exists(os.path.join(BENCH, "teacher_vs_deepctr.py")):
         out = os.path.join(args.work_dir, "teacher_vs_deepctr.json")
         results["teacher_vs_deepctr"] = run_script(
-            "teacher_vs_deepctr.py", ["--run-dir", args.deepctr_run_dir, "--seeds", *args.deepctr_seeds.split(","),
+            "teacher_vs_deepctr.py", ["--run-dir", args.deepctr_run_dir, "--repeats", str(args.deepctr_repeats),
                                       "--epochs", str(args.deepctr_epochs), "--output", out], args.timeout)
         if os.path.exists(out):
             with open(out, encoding="utf-8") as f:
@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated subset of train,distill,serving to leave out")
     p.add_argument("--serving-requests", type=int, default=100, help="timed requests per serving point (default 100)")
     p.add_argument("--deepctr-run-dir", help="a preprocessed census-income run for bench/teacher_vs_deepctr.py")
-    p.add_argument("--deepctr-seeds", default="1", help="comma-separated seeds for teacher_vs_deepctr (default 1)")
+    p.add_argument("--deepctr-repeats", type=int, default=3,
+                   help="alternations of ours and DeepCTR per model in teacher_vs_deepctr (default 3)")
     p.add_argument("--deepctr-epochs", type=int, default=2, help="max epochs for teacher_vs_deepctr (default 2)")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed per script (default 4 h)")
     p.add_argument("--output", default=os.path.join(BENCH, "results.json"), help="results JSON (default bench/results.json)")

@@ -426,8 +426,15 @@ class TrainingConfig:
     monitor: str = "val_auc_mean"
     shuffle_buffer: int = _f(10_000, lo=1)
     # Batches per tf.function call (Keras ``steps_per_execution``): fewer Python round trips
-    # for small models; batch-level callbacks then run every this many batches.
-    steps_per_execution: int = _f(1, lo=1)
+    # (bench/train_profile.py: 2.7 vs 5.4 ms per step of the census SharedBottom at 32 vs 1);
+    # batch-level callbacks then run every this many batches. Epochs stay whole passes.
+    steps_per_execution: int = _f(32, lo=1)
+    # Where the training and validation examples come from each epoch: "memory" holds the
+    # splits parsed in memory (read and decompressed once; the same batches as streaming),
+    # "stream" reads the gzip shards every epoch (memory stays flat however large the data),
+    # "auto" holds them when they take at most cache_max_mb (and streams under multi_worker).
+    cache: str = _f("auto", choices=["auto", "memory", "stream"])
+    cache_max_mb: int = _f(1024, lo=0)
     seed: int = 1
     verbose: int = _f(2, choices=[0, 1, 2])
     distribute: DistributeConfig = _f(factory=DistributeConfig)

@@ -274,6 +274,15 @@ class RunDir:
     def stats_file(self) -> str:
         return self.path("preprocess", "stats.json")
 
+    def split_rows(self, split: str) -> int | None:
+        """Examples in a split as preprocess counted them (``stats.json``); None if unrecorded."""
+        try:
+            with open(self.stats_file) as f:
+                rows = json.load(f).get("rows_per_split", {}).get(split)
+        except (OSError, ValueError):
+            return None
+        return int(rows) if isinstance(rows, int) else None
+
     @property
     def dead_letter_dir(self) -> str:
         return self.path("preprocess", "dead_letters")

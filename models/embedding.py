@@ -37,7 +37,7 @@ class FeatureEmbedding(keras.layers.Layer):
       more dimensions than categories).
     * A list ``l`` (``core.features.ListInfo``: ids ``(batch, L)`` padded with ``PAD_ID``)
       looks its ids up in the table of ``ListInfo.table``: a shared list uses its owner's
-      table (``hist_items`` and ``item_id``: one variable, ``embedding_item_id``); an owner
+      table (``hist_items`` and ``item_id``: the same rows); an owner
       that is not a feature of this layer still gets its table, sized by the list's
       cardinality. Padding (any negative id) is looked up at ``max(id, 0)`` and masked out.
       Pooling: ``ListPooling`` (sum | mean | sqrtn, weighted by ``<l>__weights`` when the list
@@ -48,8 +48,12 @@ class FeatureEmbedding(keras.layers.Layer):
       ``PiecewiseLinearEmbedding`` (a per-feature linear map + ReLU, width ``embedding_dim``);
       the features with the same number of bins share one batched layer.
 
-    Each table is read by one gather per call (a categorical feature and the lists sharing
-    its table are looked up together).
+    Tables of the same width are row blocks of one variable (``embeddings_<d>d``, table
+    ``t`` at rows ``[offset_t, offset_t + n_t)``; ``table(t)`` reads its block): each width is
+    read by one gather per call, over every categorical feature and list of its tables, and
+    updated by one sparse gradient, instead of one of each per feature (a census teacher
+    with 32 categorical features traced ~3,300 ops per train step, 2,048 of them Adam
+    updates of the separate tables). Ids must lie in ``[0, n_t)``, as preprocess writes them.
 
     Example:
 
@@ -129,16 +133,26 @@ class FeatureEmbedding(keras.layers.Layer):
                 raise ValueError(f"PLE feature '{name}' needs >= 1 bins. Received: {bins}")
         self.tables = tables
         reg = keras.regularizers.l2(self.l2) if self.l2 > 0 else None
+        # One variable per table width; each table a block of its rows (first-appearance order).
+        widths: dict[int, list] = {}
+        offsets = {}
+        for name, n in tables.items():
+            block = widths.setdefault(self.table_dim(name), [])
+            offsets[name] = sum(tables[t] for t in block)
+            block.append(name)
+        self._offsets = offsets
         self._embeddings = {
-            name: keras.layers.Embedding(n, self.table_dim(name), embeddings_regularizer=reg, name=f"embedding_{name}")
-            for name, n in tables.items()
+            f"{d}d": keras.layers.Embedding(sum(tables[t] for t in block), d, embeddings_regularizer=reg,
+                                            name=f"embeddings_{d}d")
+            for d, block in widths.items()
         }
-        # One lookup per table: (table, categorical features, lists) reading it.
-        self._lookups = []
-        for t in tables:
-            cats = [t] if t in self.cardinalities else []
-            users = [n for n, li in self.lists.items() if li["table"] == t]
-            self._lookups.append((t, cats, users))
+        # One lookup per width: (variable key, [(table, categorical features, lists)] it reads).
+        lookups = []
+        for d, block in widths.items():
+            reads = [(t, [t] if t in self.cardinalities else [], [n for n, li in self.lists.items() if li["table"] == t])
+                     for t in block]
+            lookups.append((f"{d}d", reads))
+        self._lookups = lookups
         self._pooling = {n: (TargetAttention(self.attention_units, self.attention_activation, name=f"attention_{n}")
                              if li["pooling"] == ATTENTION else ListPooling(li["pooling"], name=f"pool_{n}"))
                          for n, li in self.lists.items()}
@@ -171,6 +185,15 @@ class FeatureEmbedding(keras.layers.Layer):
         """Width of a table: ``min(embedding_dim, cardinality)``."""
         return min(self.embedding_dim, self.tables[table])
 
+    def table_variable(self, table: str):
+        """The variable holding ``table`` (shared with the other tables of its width)."""
+        return self._embeddings[f"{self.table_dim(table)}d"].embeddings
+
+    def table(self, table: str) -> tf.Tensor:
+        """The rows of ``table``: ``(n_table, table_dim)``."""
+        start = self._offsets[table]
+        return self.table_variable(table)[start:start + self.tables[table]]
+
     @property
     def output_dim(self) -> int:
         return (sum(self.table_dim(n) for n in self.cardinalities)
@@ -190,23 +213,23 @@ class FeatureEmbedding(keras.layers.Layer):
         if missing:
             raise ValueError(f"FeatureEmbedding: input features {missing} are missing. Received keys: {sorted(features)}")
         embedded, masks = {}, {}
-        for table, cats, lists in self._lookups:
-            layer = self._embeddings[table]
-            if not lists:  # a plain categorical feature: (batch,) -> (batch, d)
-                embedded[table] = layer(tf.cast(features[table], tf.int64))
-                continue
-            ids, sizes = [], []
-            for c in cats:
-                ids.append(tf.reshape(tf.cast(features[c], tf.int64), [-1, 1]))
-                sizes.append(1)
-            for n in lists:
-                raw = tf.cast(features[n], tf.int64)
-                masks[n] = raw >= 0  # PAD_ID (-1) and any other negative id is padding
-                ids.append(tf.maximum(raw, 0))
-                sizes.append(self.lists[n]["length"])
-            looked_up = layer(tf.concat(ids, axis=1) if len(ids) > 1 else ids[0])  # one gather: (batch, sum sizes, d)
+        for key, reads in self._lookups:
+            ids, sizes, names = [], [], []
+            for table, cats, lists in reads:
+                offset = tf.constant(self._offsets[table], tf.int64)
+                for c in cats:  # (batch,) -> (batch, 1)
+                    ids.append(tf.reshape(tf.cast(features[c], tf.int64), [-1, 1]) + offset)
+                    sizes.append(1)
+                    names.append(c)
+                for n in lists:  # (batch, L)
+                    raw = tf.cast(features[n], tf.int64)
+                    masks[n] = raw >= 0  # PAD_ID (-1) and any other negative id is padding
+                    ids.append(tf.maximum(raw, 0) + offset)
+                    sizes.append(self.lists[n]["length"])
+                    names.append(n)
+            looked_up = self._embeddings[key](tf.concat(ids, axis=1) if len(ids) > 1 else ids[0])  # (batch, sum sizes, d)
             parts = tf.split(looked_up, sizes, axis=1) if len(ids) > 1 else [looked_up]
-            for name, part in zip(cats + lists, parts):
+            for name, part in zip(names, parts):
                 embedded[name] = tf.squeeze(part, axis=1) if name in self.cardinalities else part
         out = [embedded[c] for c in self.cardinalities]
         for n, li in self.lists.items():

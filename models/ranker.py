@@ -187,12 +187,77 @@ class MultiTaskRanker(tfrs.models.Model):
     # keeps the step values, summed over the workers under MultiWorkerMirroredStrategy (an
     # AUC of 1.06 was logged that way).
     def train_step(self, inputs):
-        super().train_step(inputs)  # one gradient step; updates the loss and AUC metrics
+        self.gradient_step(inputs)
         return self.get_metrics_result()
 
     def test_step(self, inputs):
-        super().test_step(inputs)
+        self.evaluation_step(inputs)
         return self.get_metrics_result()
+
+    def gradient_step(self, inputs) -> None:
+        """One optimizer step on ``compute_loss`` + the layers' regularization losses (as
+        ``tfrs.models.Model.train_step``); updates the loss and AUC metrics."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            total = loss + tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
+        gradients = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+
+    def evaluation_step(self, inputs) -> None:
+        """Updates the loss and AUC metrics on a batch (no gradient)."""
+        self.compute_loss(inputs, training=False)
+
+    # ------------------------------------------------------------------ executions
+    # Keras runs several steps per execution as `for _ in tf.range(n): outputs = step()`.
+    # Its loop variables are undefined before that loop, so AutoGraph traces the whole step
+    # twice: once to learn them, once as the loop body; and every step computes the metric
+    # results (an AUC's over 200 thresholds) that only the last step's are kept of. These
+    # functions run the steps (metric updates only) in a tf.while_loop and read the results
+    # once after it: the same steps, counters and outputs, the step traced once
+    # (bench/train_profile.py).
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not self._one_trace_loop():
+            return super().make_train_function(force)
+        self.train_function = self.train_tf_function = self._execution_function(self.gradient_step, self._train_counter)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        if not self._one_trace_loop():
+            return super().make_test_function(force)
+        self.test_function = self._execution_function(self.evaluation_step, self._test_counter)
+        return self.test_function
+
+    def _one_trace_loop(self) -> bool:
+        """Several steps per execution, compiled, on one worker (the metric results are read
+        in cross-replica context), no coordinator; else Keras' own loop."""
+        spe = self._steps_per_execution
+        return (spe is not None and int(spe.numpy()) > 1 and not self.autotune_steps_per_execution
+                and not self.run_eagerly and not self.jit_compile and self._cluster_coordinator is None
+                and not self.distribute_strategy.extended._in_multi_worker_mode())
+
+    def _execution_function(self, step, counter):
+        """A tf.function running ``steps_per_execution`` steps of ``step`` on an iterator
+        (one ``strategy.run`` each, counted by ``counter`` once done) and returning the
+        metric results after the last: what Keras' loop returns."""
+
+        def run_step(data):
+            step(data)
+            counter.assign_add(1)  # after the step's updates (automatic control dependencies)
+
+        def execution(iterator):
+            def body(i):
+                self.distribute_strategy.run(run_step, args=(next(iterator),))
+                return (i + 1,)
+
+            tf.while_loop(lambda i: i < self._steps_per_execution, body,
+                          (tf.constant(0, self._steps_per_execution.dtype),))
+            return self.get_metrics_result()
+
+        return tf.function(execution, reduce_retracing=True)
 
     # ------------------------------------------------------------------ serving
     def serving_inputs(self) -> dict:

@@ -110,6 +110,7 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
                 training_cfg,
                 model_dir: Optional[str] = None, *, tasks: Optional[Sequence[str]] = None,
                 steps_per_epoch: Optional[int] = None, train_rows: Optional[int] = None,
+                validation_rows: Optional[int] = None,
                 epochs: Optional[int] = None, callbacks: Sequence = (), backup: bool = True,
                 verbose: Optional[int] = None, name: str = "model",
                 shard_patterns: Sequence[str] = ()) -> TrainResult:
@@ -157,6 +158,8 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
         ``inputs.count_examples`` of its shards): the epoch length the learning-rate decay
         and ``steps_per_execution`` need, without reading ``train_ds``. None: its batches
         are counted (one pass).
+      validation_rows: examples in ``val_ds``, if known: the number of validation batches
+        several steps per execution need, without reading it. None: its batches are counted.
       epochs: maximum epochs (default ``training_cfg.epochs``).
       callbacks: extra Keras callbacks, run after the built-in ones.
       backup: with a ``model_dir``, keep a BackupAndRestore backup, so that a killed run
@@ -197,8 +200,8 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
     else:
         steps = _num_batches(epoch_data(0) if epoch_data is not None else train_ds)
     val_steps = None
-    if t.steps_per_execution > 1 and passes:
-        val_steps = _num_batches(val_ds)  # several steps per call: validation = all its batches
+    if t.steps_per_execution > 1:  # several steps per call: validation = all its batches
+        val_steps = math.ceil(validation_rows / t.batch_size) if validation_rows is not None else _num_batches(val_ds)
     if epoch_data is not None:  # one stream of the epochs still to run, `steps` batches each
         train_ds, fit_steps = epoch_stream(epoch_data, first, epochs, steps), steps
     elif t.steps_per_execution > 1 and passes:
@@ -222,6 +225,7 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
     if first > 0:
         log.info("%s: resuming at epoch %d/%d from the backup in %s", name, first + 1, epochs, backup_cb.backup_dir)
     model.compile(optimizer=make_optimizer(t, steps), steps_per_execution=t.steps_per_execution)
+    create_variables(model)
     # Per-batch logs under a distribution strategy: the first replica's metrics (the default,
     # "sum", adds the workers' AUCs). Epoch logs are read across all replicas either way.
     model.distribute_reduction_method = "first"
@@ -241,6 +245,18 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
                     first + 1)
     per_epoch = train_rows if (passes and train_rows) else steps * t.batch_size
     return _result(hist, cbs, model, per_epoch, first)
+
+
+def create_variables(model) -> None:
+    """Creates every variable of a compiled ranker, the optimizer's slots included, before
+    ``fit``: a ``tf.function`` that creates variables on its first call is traced twice (once
+    creating them, once without), and a ranker's train step is most of the first epoch's
+    tracing. Variables are created under the model's distribution strategy."""
+    from core.feature_specs import dummy_batch
+
+    with model.distribute_strategy.scope():
+        model(dummy_batch(model.embedding.feature_info()), training=False)
+        model.optimizer.build(model.trainable_variables)
 
 
 def _num_batches(ds: tf.data.Dataset) -> int:

@@ -26,7 +26,7 @@ from models.distillation import DistilledRanker
 from core import feature_specs
 from models.distribute import get_strategy
 from models.evaluation import evaluate_predictions, predict_split
-from models.inputs import list_shards, make_dataset
+from models.inputs import list_shards, make_dataset, split_source
 from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
@@ -93,8 +93,10 @@ class _Trainer:
     so its batches parse only those, plus the teacher's features when the frozen teacher
     runs online (feature alignment) on the same batches."""
 
-    def __init__(self, cfg, run_dir, info, n_train: int, teacher=None):
+    def __init__(self, cfg, run_dir, info, n_train: int, teacher=None, n_validation: int | None = None):
         self.cfg, self.run_dir, self.info, self.teacher = cfg, run_dir, info, teacher
+        self.rows = {"train": n_train, "validation": n_validation}
+        self._sources = {}  # (split, parsed features) -> shards or the split in memory, shared by the students
         self.tasks = cfg.data.tasks
         self.steps = cfg.training.steps_per_epoch or max(1, math.ceil(n_train / cfg.training.batch_size))
         self.student_info = model_features(cfg.distill.student, info)
@@ -107,6 +109,17 @@ class _Trainer:
             return self.student_info
         names = set(self.student_info.features) | set(self.online_info.features)
         return self.info.select([n for n in self.info.features if n in names])
+
+    def _source(self, split: str, batch_info, names: list):
+        """The scored split as ``training.cache`` decides, loaded once for all students."""
+        key = (split, tuple(batch_info.features))
+        if key not in self._sources:
+            t = self.cfg.training
+            self._sources[key] = split_source(scores_pattern(self.run_dir, split), batch_info, t.cache, t.cache_max_mb,
+                                              rows=self.rows[split], teacher_logits=names,
+                                              multi_worker=t.distribute.strategy == "multi_worker",
+                                              what=f"scored {split} split")
+        return self._sources[key]
 
     def train(self, mode: str, seed: int, save: bool, align: bool):
         """Trains one student; with ``save``, writes it to ``student/`` (resuming from its backup)."""
@@ -122,13 +135,16 @@ class _Trainer:
         names = [x.name for x in self.tasks]
         batch_info = self._batch_info(online and self.teacher is not None)
         train_scores, val_scores = scores_pattern(self.run_dir, "train"), scores_pattern(self.run_dir, "validation")
-        train_ds = make_dataset(train_scores, batch_info, t.batch_size, teacher_logits=names, shuffle=True,
-                                shuffle_buffer=t.shuffle_buffer, seed=seed, repeat=True)
-        val_ds = make_dataset(val_scores, batch_info, t.batch_size, teacher_logits=names)
+        train_ds = make_dataset(self._source("train", batch_info, names), batch_info, t.batch_size,
+                                teacher_logits=names, shuffle=True, shuffle_buffer=t.shuffle_buffer, seed=seed,
+                                repeat=True)
+        val_ds = make_dataset(self._source("validation", batch_info, names), batch_info, t.batch_size,
+                              teacher_logits=names)
         log.info("student: mode=%s seed=%d (%s)", mode, seed, "saved as the student" if save else "for the table")
         model_dir = self.run_dir.model_dir(STUDENT) if save else None
         result = train_model(model, train_ds, val_ds, t, model_dir, tasks=names, steps_per_epoch=self.steps,
-                             backup=save, name=STUDENT, shard_patterns=[train_scores, val_scores])
+                             validation_rows=self.rows["validation"], backup=save, name=STUDENT,
+                             shard_patterns=[train_scores, val_scores])
         if save:
             result.artifacts = model_io.save_trained(model_dir, model, result, role=STUDENT, model_cfg=d.student,
                                                      feature_info=self.info, tasks=self.tasks,
@@ -185,7 +201,8 @@ def distill(cfg, run_dir) -> StageResult:
     info = model_io.load_feature_info(run_dir.feature_info_file)
     counts = score_with_teacher(cfg, run_dir)
     teacher = load_frozen_teacher(run_dir) if cfg.distill.feature_alignment_weight > 0 else None
-    trainer = _Trainer(cfg, run_dir, info, counts["train"]["rows_scored"], teacher)
+    trainer = _Trainer(cfg, run_dir, info, counts["train"]["rows_scored"], teacher,
+                       n_validation=counts["validation"]["rows_scored"])
 
     t_cfg, _, _, _ = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     teacher_model = model_io.load_serving_model(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))

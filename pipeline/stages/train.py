@@ -3,29 +3,58 @@ from __future__ import annotations
 
 import os
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 from pipeline.stages.base import StageResult, stage
 
 ROLE = "teacher"
 
 
-def training_datasets(cfg, run_dir, info):
-    """(epoch -> that epoch's training batches, validation batches, training rows or None).
+@dataclass
+class TrainingData:
+    """The batches a ranker trains on (``training_datasets``)."""
+
+    epoch_batches: Callable  # epoch (0-based) -> that epoch's training batches
+    validation: object  # the validation batches (tf.data.Dataset)
+    train_rows: Optional[int]  # examples in one pass over the train split; None: fixed steps per epoch
+    validation_rows: Optional[int]  # examples in the validation split, if known
+    in_memory: bool  # the splits are held in memory (training.cache)
+
+
+def training_datasets(cfg, run_dir, info) -> TrainingData:
+    """The training batches per epoch and the validation batches of ``run_dir``'s splits.
 
     Epoch e's batches are shuffled with ``epoch_seed(training.seed, e)``: a killed run resumed
     from its backup reads at every epoch what an uninterrupted one reads there. One pass over
-    the train split per epoch (``rows`` its examples), or ``training.steps_per_epoch`` batches
-    of the repeated split (``rows`` None)."""
-    from models.inputs import count_examples, epoch_seed, make_dataset
+    the train split per epoch, or ``training.steps_per_epoch`` batches of the repeated split.
+    The splits are read from their shards or held in memory, as ``training.cache`` decides
+    (``models.inputs.split_source``; the same batches either way); their sizes come from
+    preprocess's ``stats.json``."""
+    from models.inputs import count_examples, epoch_seed, make_dataset, split_source
 
     t = cfg.training
-    train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
+    multi = t.distribute.strategy == "multi_worker"
+    train_rows, val_rows = run_dir.split_rows("train"), run_dir.split_rows("validation")
+    train = split_source(run_dir.split_pattern("train"), info, t.cache, t.cache_max_mb, rows=train_rows,
+                         multi_worker=multi, what="train split")
+    val = split_source(run_dir.split_pattern("validation"), info, t.cache, t.cache_max_mb, rows=val_rows,
+                       multi_worker=multi, what="validation split")
+    in_memory = not isinstance(train, str)
+    if in_memory:
+        train_rows = train.rows
+    if not isinstance(val, str):
+        val_rows = val.rows
     fixed_steps = t.steps_per_epoch is not None  # else an epoch is one pass over the split
+    if train_rows is None and not fixed_steps:
+        train_rows = count_examples(train)
 
     def epoch_batches(epoch: int):
-        return make_dataset(train_split, info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
+        return make_dataset(train, info, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer,
                             seed=epoch_seed(t.seed, epoch), repeat=fixed_steps)
 
-    return epoch_batches, make_dataset(val_split, info, t.batch_size), None if fixed_steps else count_examples(train_split)
+    return TrainingData(epoch_batches, make_dataset(val, info, t.batch_size), None if fixed_steps else train_rows,
+                        val_rows, in_memory)
 
 
 def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
@@ -45,10 +74,11 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
         model = build_ranker(model_cfg, info, cfg.data.tasks, cfg.data.funnel, seed=t.seed)
     train_split, val_split = run_dir.split_pattern("train"), run_dir.split_pattern("validation")
     # Parse only what the model reads (model.features; labels, weight, passthrough are kept).
-    train_ds, val_ds, train_rows = training_datasets(cfg, run_dir, model_features(model_cfg, info))
+    data = training_datasets(cfg, run_dir, model_features(model_cfg, info))
     model_dir = run_dir.model_dir(role)
-    result = train_model(model, train_ds, val_ds, t, model_dir, tasks=cfg.task_names, train_rows=train_rows,
-                         name=role, shard_patterns=[train_split, val_split])
+    result = train_model(model, data.epoch_batches, data.validation, t, model_dir, tasks=cfg.task_names,
+                         train_rows=data.train_rows, validation_rows=data.validation_rows, name=role,
+                         shard_patterns=[train_split, val_split])
     # Every worker saves (the save may run collective ops); only the chief's copy is kept.
     result.artifacts = model_io.save_trained(model_dir, model, result, role=role, model_cfg=model_cfg,
                                              feature_info=info, tasks=cfg.data.tasks, funnel=cfg.data.funnel)

@@ -175,11 +175,13 @@ def test_feature_embedding_with_every_kind_has_its_output_dim():
     # 4 categorical x 4 + 4 lists x 4 (hist_cats' table has 7 ids) + 2 numerics + 3 PLE x 4
     assert out.shape == (6, 4 * 4 + 4 * 4 + 2 + 3 * 4) == (6, layer.output_dim)
     _no_nan(out)
-    # the tables: one per categorical, one for tags, one for hist_cats' owner (not a feature)
-    tables = sorted(v.name for v in layer.weights if "/embedding_" in v.name)
-    assert tables == sorted(f"embedding/embedding_{t}/embeddings:0" for t in
-                            ["item_id", "user_id", "device_x_hour", "price_bucket", "tags", "item_category"])
-    assert layer._embeddings["item_category"].input_dim == 7
+    # the tables: one per categorical, one for tags, one for hist_cats' owner (not a feature),
+    # all 4 wide: row blocks of one variable
+    assert sorted(layer.tables) == sorted(["item_id", "user_id", "device_x_hour", "price_bucket", "tags",
+                                           "item_category"])
+    assert [v.name for v in layer.weights if "/embeddings_" in v.name] == ["embedding/embeddings_4d/embeddings:0"]
+    assert layer.table_variable("item_id").shape == (sum(layer.tables.values()), 4)
+    assert layer.table("item_category").shape == (7, 4)
     # the numerics come through as they are, right after the pooled lists
     np.testing.assert_allclose(out[:, 32:34], np.stack([_batch()["price"], _batch()["age"]], -1))
 
@@ -206,7 +208,7 @@ def test_old_constructor_and_config_still_work():
            "cardinalities": {"device": 3}, "numeric": ["price"], "embedding_dim": 4, "l2": 0.0}
     layer = FeatureEmbedding.from_config(old)
     assert layer(dummy_batch(FeatureInfo(categorical={"device": 3}, numeric=["price"]))).shape == (2, 4)
-    assert [v.name for v in layer.weights] == ["embedding/embedding_device/embeddings:0"]
+    assert [v.name for v in layer.weights] == ["embedding/embeddings_3d/embeddings:0"]  # device: 3 ids, 3 wide
 
 
 def test_shared_list_uses_its_owners_table():
@@ -214,14 +216,14 @@ def test_shared_list_uses_its_owners_table():
     layer = FeatureEmbedding.from_feature_info(info, 4)
     batch = _batch(info=info)
     layer(batch)
-    tables = [v for v in layer.trainable_weights if "/embedding_" in v.name]
-    assert [v.name.split("/")[-2] for v in tables] == ["embedding_item_id"]  # one table for item_id and both lists
-    table = layer._embeddings["item_id"].embeddings
+    assert list(layer.tables) == ["item_id"]  # one table for item_id and both lists
+    variable = layer.table_variable("item_id")
     with tf.GradientTape() as tape:
         out = layer(batch)
         loss = tf.reduce_sum(out[:, 4:8]) + tf.reduce_sum(out[:, 8:12])  # the two lists' parts only
-    grad = tf.convert_to_tensor(tape.gradient(loss, table))
+    grad = tf.convert_to_tensor(tape.gradient(loss, variable))
     assert float(tf.reduce_sum(tf.abs(grad))) > 0  # the lists train item_id's table
+    table = layer.table("item_id")
     # recent_items mean-pooled by hand from that table
     ids = batch["recent_items"].numpy()
     rows = table.numpy()[np.maximum(ids, 0)] * (ids >= 0)[..., None]
@@ -235,8 +237,8 @@ def test_a_shared_list_without_its_owner_still_gets_the_table():
     info = INFO.select(["recent_items", "price"])
     layer = FeatureEmbedding.from_feature_info(info, 4)
     assert layer(_batch(info=info)).shape == (6, 4 + 1)
-    assert [v.name.split("/")[-2] for v in layer.weights] == ["embedding_item_id"]
-    assert layer._embeddings["item_id"].input_dim == 11
+    assert list(layer.tables) == ["item_id"] and len(layer.weights) == 1
+    assert layer.table("item_id").shape == (11, 4)
 
 
 def test_padding_is_never_looked_up_and_empty_lists_give_zeros():

@@ -173,7 +173,7 @@ def test_resume_restores_the_early_stopping_state_and_its_best_weights(tiny_mode
     its weights at the end and leaves them in checkpoints/best."""
     cfg = tiny_model_config
     cfg.training.early_stopping_patience = 1
-    cfg.training.learning_rate = 0.05
+    cfg.training.learning_rate = 0.2  # large enough that epoch 3 overshoots
     cfg.training.lr_decay_rate = 1.0
     straight, resumed = _resume_pair(cfg, tmp_path, lambda: _shuffled(256, 0, 64, repeat=False), train_rows=256,
                                      interrupt=2)

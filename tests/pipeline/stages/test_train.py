@@ -100,11 +100,13 @@ def test_a_resumed_train_stage_writes_what_an_uninterrupted_one_writes(tmp_path)
     straight = run_train(cfg, runs["straight"][0], None)
 
     run_dir, info = runs["killed"]
-    train, val, rows = training_datasets(cfg, run_dir, info)  # as the stage trains
+    data = training_datasets(cfg, run_dir, info)  # as the stage trains
+    rows = data.train_rows
     model = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=cfg.training.seed)
     with pytest.raises(KeyboardInterrupt):
-        train_model(model, train, val, cfg.training, run_dir.model_dir("teacher"), tasks=cfg.task_names,
-                    train_rows=rows, name="teacher", callbacks=[InterruptAfter(epoch=1, batches=2)])
+        train_model(model, data.epoch_batches, data.validation, cfg.training, run_dir.model_dir("teacher"),
+                    tasks=cfg.task_names, train_rows=rows, validation_rows=data.validation_rows, name="teacher",
+                    callbacks=[InterruptAfter(epoch=1, batches=2)])
     resumed = run_train(cfg, run_dir, None)
 
     a, b = (json.load(open(os.path.join(r.model_dir("teacher"), "metrics.json"))) for r in
@@ -130,7 +132,8 @@ def test_train_stage_reports_an_undefined_auc_for_a_task_with_one_label_class(tm
         cols = fake_examples(n, seed=i)
         cols["label_conversion"] = np.zeros(n, np.float32)
         write_split(run_dir.split_pattern(split), cols, shards=2 if split == "train" else 1)
-    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY)
+    # 12 steps: a learning rate that learns the fake click signal in them (AUC well above 0.5)
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), TINY + ["training.learning_rate=0.02"])
     with caplog.at_level("WARNING", logger="models.training"):
         result = run_train(cfg, run_dir, None)
     assert result.metrics["val_conversion_auc"] is None
