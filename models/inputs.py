@@ -149,7 +149,7 @@ def make_dataset(source: Union[str, InMemorySplit], feature_info: FeatureInfo, b
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of parsed transformed examples: dict name -> tensor ``(batch,)``, or
     ``(batch, width)`` for a list (int64 ids padded with ``PAD_ID``), its ``<list>__weights``
-    and a ``<n>_ple`` encoding (``FixedLenFeature([width])``; records are batched before
+    and a ``<n>_ple`` encoding (fixed-length features of that width; records are batched before
     ``parse_example``, so every batch is dense).
 
     The one reader of training, distillation and evaluation data. The dict holds the model

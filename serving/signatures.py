@@ -129,7 +129,7 @@ class ServingModule(tf.Module):
       keras_model: the serving model: dict of ``model_inputs`` -> dict of outputs.
       feature_spec: raw ``tf.io`` parsing spec (``core.feature_specs.serving_feature_spec``,
         restricted to the columns the model needs): ``FixedLenFeature`` scalars,
-        ``VarLenFeature(tf.string)`` lists and ``VarLenFeature(tf.float32)`` weight columns.
+        variable-length ``tf.string`` lists and variable-length ``tf.float32`` weight columns.
       model_inputs: transformed feature names the model reads.
       classification_task: task whose probability the classify/regress signatures return.
       list_weights: list column -> its weight column (``core.config.weight_columns``); pairs
