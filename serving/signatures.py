@@ -47,9 +47,13 @@ List features (``data.lists``): the representation decision
   leave the skipped columns out, and the TF Transform layer, called without them, drops
   the outputs that depend on them. A client need not send the skipped features.
 
-``tf.saved_model.save`` marks every signature as a predict signature; ``set_method_names``
-rewrites the two method names in ``saved_model.pb`` afterwards, which is what TF Serving's
-Classify/Regress APIs and tfx-bsl's RunInference check.
+``tf.saved_model.save`` marks every signature as a predict signature and gives each its own
+input placeholder. ``save_serving_module`` then rewrites ``saved_model.pb`` once: the two
+method names (what TF Serving's Classify/Regress APIs and tfx-bsl's RunInference check), and
+``classification`` and ``regression`` reading one shared input tensor
+(``classification_inputs:0``), which TF Serving's MultiInference and tfx-bsl's RunInference
+with both signatures at once (a multi-head BulkInferrer) require ("Input tensor must be the
+same for all Signatures").
 """
 from __future__ import annotations
 
@@ -255,9 +259,12 @@ class ServingModule(tf.Module):
 
 
 def save_serving_module(module: ServingModule, export_dir: str) -> None:
-    """Saves the module with its signatures and sets the classify/regress method names."""
+    """Saves the module with its signatures, sets the classify/regress method names and makes
+    the two share one input tensor (``_share_input``), in one rewrite of ``saved_model.pb``."""
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
-    set_method_names(export_dir, {"classification": CLASSIFY_METHOD, "regression": REGRESS_METHOD})
+    _rewrite_saved_model(export_dir, lambda mg: (
+        _set_method_names(mg, {"classification": CLASSIFY_METHOD, "regression": REGRESS_METHOD}, export_dir),
+        _share_input(mg, SHARED_INPUT_SIGNATURES, export_dir)))
 
 
 def read_signature_defs(export_dir: str) -> dict:
@@ -283,8 +290,11 @@ def raw_input_columns(export_dir: str, signature: str = "predict_raw") -> dict[s
     return {k: len(v.tensor_shape.dim) for k, v in defs[signature].inputs.items()}
 
 
-def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
-    """Rewrites ``method_name`` of the named signatures in ``export_dir/saved_model.pb``."""
+
+
+def _rewrite_saved_model(export_dir: str, edit) -> None:
+    """Applies ``edit(meta_graph)`` to every meta graph of ``export_dir/saved_model.pb`` and
+    replaces the file atomically (written beside it, then renamed)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     path = os.path.join(export_dir, "saved_model.pb")
@@ -292,11 +302,66 @@ def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
     with open(path, "rb") as f:
         sm.ParseFromString(f.read())
     for mg in sm.meta_graphs:
-        for name, method in methods.items():
-            if name not in mg.signature_def:
-                raise ValueError(f"signature {name!r} not in {export_dir}. Received: {sorted(mg.signature_def)}")
-            mg.signature_def[name].method_name = method
+        edit(mg)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(sm.SerializeToString())
     os.replace(tmp, path)
+
+
+def _set_method_names(mg, methods: dict[str, str], export_dir: str) -> None:
+    for name, method in methods.items():
+        if name not in mg.signature_def:
+            raise ValueError(f"signature {name!r} not in {export_dir}. Received: {sorted(mg.signature_def)}")
+        mg.signature_def[name].method_name = method
+
+
+def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
+    """Rewrites ``method_name`` of the named signatures in ``export_dir/saved_model.pb``."""
+    _rewrite_saved_model(export_dir, lambda mg: _set_method_names(mg, methods, export_dir))
+
+
+# The signatures that take one serialized-example input and must share its tensor: TF
+# Serving's MultiInference and tfx-bsl's multi-signature RunInference feed one tensor to all.
+SHARED_INPUT_SIGNATURES = ("classification", "regression")
+
+
+def _share_input(mg, names, export_dir: str) -> None:
+    """Makes the signatures ``names`` (one input each) read the first one's input tensor.
+
+    ``tf.saved_model.save`` gives every signature its own placeholder (``<signature>_<arg>``)
+    feeding its own call of the signature function. For each later signature, every node
+    input that reads its placeholder is pointed at the first signature's placeholder, its
+    placeholder is deleted, and its ``TensorInfo.name`` becomes the first one's. The function
+    library (what TF2's ``tf.saved_model.load`` calls) is untouched; the TF1 loader (TF
+    Serving's) then feeds one tensor to all of them.
+    """
+    missing = [n for n in names if n not in mg.signature_def]
+    if missing:
+        raise ValueError(f"signature(s) {missing} not in {export_dir}. Received: {sorted(mg.signature_def)}")
+    infos = []
+    for name in names:
+        sig = mg.signature_def[name]
+        if len(sig.inputs) != 1:
+            raise ValueError(f"signature {name!r} of {export_dir} must have exactly one input to share it. "
+                             f"Received: {sorted(sig.inputs)}")
+        infos.append(next(iter(sig.inputs.values())))
+    first = infos[0]
+    shared = first.name.split(":")[0]
+    for name, info in zip(names[1:], infos[1:]):
+        if (info.dtype, info.tensor_shape) != (first.dtype, first.tensor_shape):
+            raise ValueError(f"signature {name!r} input {info.name} differs in dtype or shape from {first.name}")
+        own = info.name.split(":")[0]
+        if own == shared:
+            continue
+        nodes = [n for n in mg.graph_def.node if n.name == own]
+        if len(nodes) != 1 or nodes[0].op != "Placeholder":
+            raise ValueError(f"signature {name!r} input {info.name} is not a placeholder of {export_dir}")
+        for node in mg.graph_def.node:
+            for k, ref in enumerate(node.input):
+                if ref == own or ref.startswith(own + ":"):
+                    node.input[k] = shared + ref[len(own):]
+                elif ref == "^" + own:
+                    node.input[k] = "^" + shared
+        mg.graph_def.node.remove(nodes[0])
+        info.name = first.name
