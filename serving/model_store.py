@@ -1,15 +1,39 @@
-"""The server's model manager: polls the base directory, loads, warms up, swaps and unloads.
+"""The server's model manager: polls the model directories, loads, warms up, swaps and unloads.
 
 Layout watched (as TF Serving's file-system source does)::
 
-    <base>/<model_name>/<version>/saved_model.pb     integer versions; anything else ignored
+    <base_path>/<version>/saved_model.pb     integer versions; anything else ignored
 
-Policy: latest version. When a higher version appears, it is loaded with the TF1 session
-loader (``SessionModel``), its warmup requests are replayed, and only then does it become
-the served version; the previous version is unloaded after its in-flight requests finish
-(so a request never sees a closed session). A version that fails to load or warm up is
-reported (state END with its error) and the current version keeps serving. Every state
-change happens under one lock; requests take a reference (``acquire``) and run unlocked.
+Which models: without a config, every ``<base>/<model_name>/`` directory is a model with
+base path ``<base>/<model_name>``, served with the latest-version policy. With a
+``models.config`` (``serving.model_config``: TF Serving's ``--model_config_file``), exactly
+the listed models, each with its base path, version policy (``latest {num_versions}``,
+``all``, ``specific {versions}``) and version labels.
+
+Each poll applies a model's policy to the versions on disk (its *aspired* versions). An
+aspired version is loaded with the TF1 session loader (``SessionModel``) and its warmup
+requests are replayed before it becomes AVAILABLE; versions are loaded highest first. A
+version no longer aspired is unloaded as TF Serving's ``AvailabilityPreservingPolicy``
+does: once an aspired version is AVAILABLE (or when none is aspired), never leaving the
+model without a served version while a new one loads or after it failed. Unloading waits
+for the version's in-flight requests (so a request never sees a closed session). A version
+that fails to load or warm up is reported (state END with its error) and the served ones
+keep serving. Every state change happens under one lock; requests take a reference
+(``acquire``) and run unlocked. A request for the latest version gets the highest
+AVAILABLE one; a specific version must be AVAILABLE (TF Serving's ``Servable not found for
+request: Latest(m)`` / ``Specific(m, 3)``, NOT_FOUND, otherwise).
+
+Version labels (``version_labels`` of the config: ``stable -> 1``, ``canary -> 2``) resolve
+to their version (``acquire(name, label=...)``); an unknown label is INVALID_ARGUMENT
+``Unrecognized servable version label: x``. As TF Serving by default, a label can only be
+assigned to a version that is AVAILABLE when the config is (re)loaded: a config assigning
+one to a version not loaded yet is refused (``ModelConfigError``, FAILED_PRECONDITION:
+TF Serving's "Request to assign label to version N of model M, which is not currently
+available for inference"), at startup too; ``allow_version_labels_for_unavailable_models``
+(TF Serving's flag of that name) admits a label not assigned yet to any version.
+``reload_config`` applies a new config (the server's ``--model_config_file_poll_wait_seconds``
+and ModelService.HandleReloadConfigRequest): models left out are unloaded, new ones
+loaded; a refused config changes nothing.
 
 Versions copied in file by file (rsync, ``gsutil cp``, a slow ``cp -r``) rather than renamed
 into place: a version is loaded only once its contents (file names, sizes and mtimes, the
@@ -31,8 +55,9 @@ import threading
 from dataclasses import dataclass, field
 
 from serving import versions
+from serving.model_config import ModelConfig, ModelConfigError, discovered, label_refused
 from serving.session_model import SessionModel
-from serving.status import not_found, redact_paths
+from serving.status import invalid, not_found, redact_paths
 from serving.warmup import replay_warmup
 
 log = logging.getLogger("serving.model_store")
@@ -71,59 +96,134 @@ def _raise(error: OSError):
 
 
 class ModelStore:
-    """Loads and serves the latest version of every model under ``base_dir``.
+    """Loads and serves model versions (module docstring).
 
     Args:
-      base_dir: the directory holding ``<model_name>/<version>/`` SavedModels.
+      base_dir: the directory holding ``<model_name>/<version>/`` SavedModels (every
+        subdirectory a model, latest version served); None when ``models`` is given.
       poll_seconds: how often the background thread looks for new versions (``start``).
       loader: builds a loaded model from a version directory (default ``SessionModel``);
         tests inject a failing loader here.
       warmup: replay ``assets.extra/tf_serving_warmup_requests`` before serving a version.
+      models: the ``ModelConfig``s of a models.config: serve exactly these (policies,
+        labels); ``ModelConfigError`` when a label is refused (module docstring).
+      allow_version_labels_for_unavailable_models: TF Serving's flag: a label not assigned
+        yet may name a version that is not loaded yet.
     """
 
-    def __init__(self, base_dir: str, poll_seconds: float = 2.0, loader=SessionModel, warmup: bool = True):
+    def __init__(self, base_dir: str | None, poll_seconds: float = 2.0, loader=SessionModel, warmup: bool = True,
+                 *, models: list[ModelConfig] | None = None, allow_version_labels_for_unavailable_models: bool = False):
         if poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be > 0. Received: poll_seconds={poll_seconds}")
-        self.base_dir = os.path.abspath(base_dir)
+        if base_dir is None and models is None:
+            raise ValueError("one of base_dir and models must be given. Received: both None")
+        self.base_dir = os.path.abspath(base_dir) if base_dir else None
         self.poll_seconds = poll_seconds
         self._loader = loader
         self._warmup = warmup
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._lock = threading.Lock()
         self._models: dict[str, dict[int, _Servable]] = {}
-        self._current: dict[str, int] = {}
+        self._aspired: dict[str, set] = {}  # model -> versions its policy serves (last poll)
+        self._configs: dict[str, ModelConfig] | None = None  # None: every directory under base_dir
+        self._labels: dict[str, dict[str, int]] = {}
+        self._missing: set = set()  # models whose base path was missing at the last poll (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if models is not None:
+            self.reload_config(models)
+
+    # ------------------------------------------------------------------ config
+    def reload_config(self, models: list[ModelConfig]) -> None:
+        """Serves ``models`` from the next poll on (TF Serving's ReloadConfig);
+        ``ModelConfigError`` and nothing changed when a name repeats or a version label is
+        refused."""
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ModelConfigError(f"Illegal to list model {dup} multiple times in config list")
+        with self._lock:
+            labels = self._label_map(models)
+            self._configs = {m.name: m for m in models}
+            self._labels = labels
+        for m in models:
+            if m.labels:
+                log.info("%s version labels: %s", m.name, ", ".join(f"{k} -> {v}" for k, v in sorted(m.labels.items())))
+
+    def _label_map(self, models) -> dict:
+        """Model -> label -> version of ``models`` after TF Serving's UpdateModelVersionLabelMap
+        checks (under the lock)."""
+        out: dict = {}
+        for m in models:
+            known = self._models.get(m.name, {})
+            for label, version in sorted(m.labels.items()):  # a deterministic order (TF Serving's: the map's)
+                allow = False
+                if self._allow_unavailable_labels:
+                    existing = self._labels.get(m.name, {}).get(label)
+                    allow = existing is None or existing == version
+                s = known.get(version)
+                if not allow and (s is None or s.state != AVAILABLE):
+                    raise label_refused(version, m.name)
+                out.setdefault(m.name, {})[label] = version
+        return out
+
+    def _model_list(self) -> list[ModelConfig]:
+        if self._configs is None:
+            return discovered(self.base_dir)
+        return list(self._configs.values())
 
     # ------------------------------------------------------------------ polling
     def model_names(self) -> list[str]:
-        if not os.path.isdir(self.base_dir):
-            return []
-        return sorted(n for n in os.listdir(self.base_dir)
-                      if not n.startswith(".") and os.path.isdir(os.path.join(self.base_dir, n)))
+        return sorted(m.name for m in self._model_list())
 
     def poll_once(self) -> None:
-        """One look at the base directory: the latest version of each model is noted (START)
-        when new or changed since a failed load, loaded once it is unchanged since the last
-        look, and served if the load succeeds; superseded versions are unloaded."""
-        for name in self.model_names():
-            on_disk = versions.list_versions(os.path.join(self.base_dir, name))
-            if not on_disk:
-                continue
-            latest = on_disk[-1]
-            fp = fingerprint(versions.version_dir(os.path.join(self.base_dir, name), latest))
-            with self._lock:
-                known = self._models.setdefault(name, {})
-                for v in [v for v, x in known.items() if x.state == START and v != latest]:
-                    del known[v]  # superseded (or deleted) before it ever settled
-                s = known.get(latest)
+        """One look at every model directory: each aspired version is noted (START) when new
+        or changed since a failed load, loaded once it is unchanged since the last look, and
+        served if the load succeeds; versions no longer aspired are unloaded."""
+        configs = self._model_list()
+        for cfg in configs:
+            self._poll_model(cfg)
+        if self._configs is None:
+            return
+        listed = {c.name for c in configs}
+        with self._lock:
+            dropped = [n for n in self._models if n not in listed]  # left out of a reloaded config
+            for name in dropped:
+                self._aspired[name] = set()
+        for name in dropped:
+            self._retire(name)
+
+    def _poll_model(self, cfg: ModelConfig) -> None:
+        name = cfg.name
+        if not os.path.isdir(cfg.base_path):
+            if name not in self._missing:
+                self._missing.add(name)
+                log.warning("Could not find base path %s for servable %s", cfg.base_path, name)
+            return  # as TF Serving's source: nothing changes until it appears
+        self._missing.discard(name)
+        aspired = cfg.aspired(versions.list_versions(cfg.base_path))
+        with self._lock:
+            known = self._models.setdefault(name, {})
+            self._aspired[name] = set(aspired)
+            for v in [v for v, x in known.items() if x.state == START and v not in aspired]:
+                del known[v]  # superseded (or deleted) before it ever settled
+            pending = [v for v in aspired if v not in known or known[v].state in (START, END)]
+        fps = {v: fingerprint(versions.version_dir(cfg.base_path, v)) for v in pending}
+        to_load = []
+        with self._lock:
+            for v in sorted(pending, reverse=True):
+                fp, s = fps[v], known.get(v)
                 if s is None:
-                    known[latest] = _Servable(latest, fingerprint=fp)
-                    log.info("%s version %d found; loading it once its files are unchanged for a poll",
-                             name, latest)
+                    known[v] = _Servable(v, fingerprint=fp)
+                    log.info("%s version %d found; loading it once its files are unchanged for a poll", name, v)
                     continue
-                if s.state == END and s.error and s.model is None and fp != s.fingerprint:
-                    log.info("%s version %d changed since it failed to load; retrying once it is stable",
-                             name, latest)
+                if s.state == END and s.model is None:
+                    if s.error and fp != s.fingerprint:
+                        log.info("%s version %d changed since it failed to load; retrying once it is stable", name, v)
+                    elif s.error:
+                        continue
+                    else:
+                        log.info("%s version %d is aspired again; loading it once its files are unchanged", name, v)
                     s.state, s.error, s.fingerprint = START, "", fp
                     continue
                 if s.state != START:
@@ -132,10 +232,36 @@ class ModelStore:
                     s.fingerprint = fp
                     continue
                 s.state = LOADING
-            self._load(name, latest, fp)
+                to_load.append((v, fp))
+        for v, fp in to_load:
+            self._load(cfg, v, fp)
+        self._retire(name)
 
-    def _load(self, name: str, version: int, fp: tuple | None = None) -> None:
-        path = versions.version_dir(os.path.join(self.base_dir, name), version)
+    def _retire_locked(self, name: str) -> list[_Servable]:
+        """Marks UNLOADING the AVAILABLE versions that are no longer aspired, as
+        AvailabilityPreservingPolicy allows (under the lock); returns them."""
+        known = self._models.get(name, {})
+        aspired = self._aspired.get(name, set())
+        managed = [s for v, s in known.items() if v in aspired]
+        unaspired = sorted((s for v, s in known.items() if v not in aspired and s.state == AVAILABLE),
+                           key=lambda s: s.version)
+        if not managed or any(s.state == AVAILABLE for s in managed):
+            retire = unaspired
+        else:  # an aspired version is still loading (or failed): keep the highest old one serving
+            retire = unaspired[:-1]
+        for s in retire:
+            s.state = UNLOADING
+        return retire
+
+    def _retire(self, name: str) -> None:
+        with self._lock:
+            retire = self._retire_locked(name)
+        for r in retire:
+            threading.Thread(target=self._unload, args=(name, r), daemon=True).start()
+
+    def _load(self, cfg: ModelConfig, version: int, fp: tuple | None = None) -> None:
+        name = cfg.name
+        path = versions.version_dir(cfg.base_path, version)
         log.info("loading %s version %d from %s", name, version, path)
         model = None
         try:
@@ -161,20 +287,12 @@ class ModelStore:
             with self._lock:
                 s = self._models[name][version]
                 s.state, s.error, s.fingerprint = END, redact_paths(f"{type(error).__name__}: {error}",
-                                                                    self.base_dir), after
+                                                                    os.path.dirname(cfg.base_path)), after
             return
         with self._lock:
             s = self._models[name][version]
             s.model, s.state = model, AVAILABLE
-            old = self._current.get(name)
-            if old is not None and old > version:
-                s.state = UNLOADING
-                retire = [s]
-            else:
-                self._current[name] = version
-                retire = [v for k, v in self._models[name].items() if k != version and v.state == AVAILABLE]
-                for r in retire:
-                    r.state = UNLOADING
+            retire = self._retire_locked(name)
         log.info("%s version %d available (%d warmup requests replayed)", name, version, n)
         for r in retire:
             threading.Thread(target=self._unload, args=(name, r), daemon=True).start()
@@ -204,7 +322,7 @@ class ModelStore:
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001  (keep polling whatever a pass hit)
-                log.exception("polling %s failed", self.base_dir)
+                log.exception("polling %s failed", self.base_dir or "the configured models")
 
     def stop(self) -> None:
         self._stop.set()
@@ -218,18 +336,13 @@ class ModelStore:
 
     # ------------------------------------------------------------------ requests
     @contextlib.contextmanager
-    def acquire(self, name: str, version: int | None = None):
-        """Yields ``(version, model)``; the version stays loaded until the block exits."""
+    def acquire(self, name: str, version: int | None = None, label: str | None = None):
+        """Yields ``(version, model)`` of the latest, the given or the labelled version; the
+        version stays loaded until the block exits. Errors as TF Serving's ServerCore: an
+        empty name or both a version and a label, or an unknown label, is INVALID_ARGUMENT;
+        no AVAILABLE version to serve NOT_FOUND."""
         with self._lock:
-            if version is None:
-                v = self._current.get(name)
-                s = self._models.get(name, {}).get(v) if v is not None else None
-                if s is None or s.model is None:
-                    raise not_found(f"Servable not found for request: Latest({name})")
-            else:
-                s = self._models.get(name, {}).get(version)
-                if s is None or s.model is None or s.state not in (AVAILABLE, UNLOADING):
-                    raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            s = self._find(name, version, label)
             with s.done:
                 s.in_flight += 1
             model, v = s.model, s.version
@@ -240,8 +353,34 @@ class ModelStore:
                 s.in_flight -= 1
                 s.done.notify_all()
 
+    def _find(self, name: str, version: int | None, label: str | None) -> _Servable:
+        if not name:
+            raise invalid("ModelSpec has no name specified.")
+        if label is not None:
+            if version is not None:
+                raise invalid(f"Both model version ({version}) and model version label ({label}) cannot be supplied.")
+            version = self._labels.get(name, {}).get(label)
+            if version is None:
+                raise invalid(f"Unrecognized servable version label: {label}")
+        known = self._models.get(name, {})
+        if version is None:
+            available = [s for s in known.values() if s.state == AVAILABLE]
+            if not available:
+                raise not_found(f"Servable not found for request: Latest({name})")
+            return max(available, key=lambda s: s.version)
+        s = known.get(version)
+        if s is None or s.state != AVAILABLE:
+            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+        return s
+
+    def labels(self, name: str) -> dict:
+        """Label -> version of model ``name`` (empty without labels)."""
+        with self._lock:
+            return dict(self._labels.get(name, {}))
+
     def status(self, name: str, version: int | None = None) -> list[dict]:
-        """``[{"version", "state", "error"}]`` like TF Serving's GetModelStatus."""
+        """``[{"version", "state", "error"}]`` like TF Serving's GetModelStatus, highest
+        version first; NOT_FOUND with its messages for an unknown model or version."""
         with self._lock:
             known = self._models.get(name)
             if not known:
@@ -260,13 +399,14 @@ class ModelStore:
         return {n: self.status(n) for n in names}
 
     def wait_for_version(self, name: str, version: int, timeout: float = 60.0) -> bool:
-        """Polls until ``version`` of ``name`` is the served one (tests and scripts)."""
+        """Polls until ``version`` of ``name`` is AVAILABLE (tests and scripts)."""
         import time
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if self._current.get(name) == version:
+                s = self._models.get(name, {}).get(version)
+                if s is not None and s.state == AVAILABLE:
                     return True
             time.sleep(0.05)
         return False

@@ -1,9 +1,13 @@
 """A TF-Serving-compatible model server (``python -m pipeline serve`` runs it: ``pipeline/stages/serve.py``).
 
 ``ModelServer`` wires one ``ModelStore`` (polling ``<base>/<model_name>/<version>/``, loading
-with the TF1 session loader, warmup before a version is served, latest-version policy) to a
-REST front end (``serving.rest``, default port 8501) and a gRPC front end
-(``serving.grpc_service``, default 8500). The serve stage starts it and serves until Ctrl-C or
+with the TF1 session loader, warmup before a version is served, latest-version policy; or
+the models of a ``models.config``, TF Serving's ``--model_config_file``, with their version
+policies and labels) to a REST front end (``serving.rest``, default port 8501) and a gRPC
+front end (``serving.grpc_service``, default 8500). With
+``model_config_file_poll_wait_seconds`` > 0 the config file is read again at that interval
+and applied (``ModelStore.reload_config``; a bad or refused config is logged and changes
+nothing), as TF Serving's flag of that name does. The serve stage starts it and serves until Ctrl-C or
 SIGTERM. Ports: ``--rest-port``/``--grpc-port`` override ``serving.rest_port``/``grpc_port``;
 on the command line 0 disables that front end, while the ``ModelServer`` class treats 0 as
 "pick a free port" (what tests use).
@@ -11,9 +15,11 @@ on the command line 0 disables that front end, while the ``ModelServer`` class t
 from __future__ import annotations
 
 import logging
+import threading
 
 from core.errors import ServingError
 from serving.api import ServingApi
+from serving.model_config import ModelConfigError, read_model_config
 from serving.model_store import ModelStore
 from serving.session_model import SessionModel
 
@@ -33,17 +39,34 @@ class ModelServer:
       header_timeout_seconds, body_timeout_seconds: REST read timeouts (``serving.rest.RestServer``).
       worker_threads: request threads of each front end.
       max_connections: open REST connections (beyond: 503).
+      model_config_file: a models.config (``serving.model_config``); ``base_dir`` is then
+        ignored. A bad file or a refused version label raises ``ConfigError``.
+      model_config_file_poll_wait_seconds: > 0: re-read the config file at this interval.
+      allow_version_labels_for_unavailable_models, enable_signature_method_name_check: TF
+        Serving's flags (``ModelStore``, ``ServingApi``).
     The limits' defaults are ``core.config.ServingConfig``'s (``serving.*`` keys).
     """
 
-    def __init__(self, base_dir: str, host: str = "127.0.0.1", rest_port: int | None = 8501,
+    def __init__(self, base_dir: str | None, host: str = "127.0.0.1", rest_port: int | None = 8501,
                  grpc_port: int | None = 8500, poll_seconds: float = 2.0, max_batch_size: int = 1024,
                  loader=SessionModel, *, max_body_bytes: int = 4 << 20, header_timeout_seconds: float = 10.0,
-                 body_timeout_seconds: float = 30.0, worker_threads: int = 16, max_connections: int = 256):
+                 body_timeout_seconds: float = 30.0, worker_threads: int = 16, max_connections: int = 256,
+                 model_config_file: str | None = None, model_config_file_poll_wait_seconds: float = 0.0,
+                 allow_version_labels_for_unavailable_models: bool = False,
+                 enable_signature_method_name_check: bool = False):
         if rest_port is None and grpc_port is None:
             raise ValueError("at least one of rest_port and grpc_port must be set. Received: both None")
-        self.store = ModelStore(base_dir, poll_seconds, loader=loader)
-        self.api = ServingApi(self.store, max_batch_size)
+        if model_config_file_poll_wait_seconds < 0:
+            raise ValueError("model_config_file_poll_wait_seconds must be >= 0. Received: "
+                             f"model_config_file_poll_wait_seconds={model_config_file_poll_wait_seconds}")
+        models = read_model_config(model_config_file) if model_config_file else None
+        self.store = ModelStore(None if models is not None else base_dir, poll_seconds, loader=loader, models=models,
+                                allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models)
+        self.api = ServingApi(self.store, max_batch_size, method_name_check=enable_signature_method_name_check)
+        self._config_file = model_config_file
+        self._config_poll = model_config_file_poll_wait_seconds
+        self._config_stop = threading.Event()
+        self._config_thread: threading.Thread | None = None
         self.host = host
         self._rest_port, self._grpc_port = rest_port, grpc_port
         self._rest_limits = {"max_body_bytes": max_body_bytes, "header_timeout_seconds": header_timeout_seconds,
@@ -60,6 +83,9 @@ class ModelServer:
         from serving.rest import RestServer
 
         self.store.start()
+        if self._config_file and self._config_poll > 0:
+            self._config_thread = threading.Thread(target=self._watch_config, name="model-config-poll", daemon=True)
+            self._config_thread.start()
         try:
             if self._rest_port is not None:
                 self.rest = RestServer(self.api, self.host, self._rest_port, **self._rest_limits).start()
@@ -78,7 +104,29 @@ class ModelServer:
     def grpc_port(self) -> int | None:
         return self.grpc.port if self.grpc else None
 
+    def reload_config_file(self) -> str | None:
+        """Reads the config file again and applies it; returns the error message (logged by
+        the caller) when the file is bad or the config refused, else None."""
+        try:
+            self.store.reload_config(read_model_config(self._config_file))
+        except ModelConfigError as e:
+            return str(e)
+        return None
+
+    def _watch_config(self) -> None:
+        last = None
+        while not self._config_stop.wait(self._config_poll):
+            error = self.reload_config_file()
+            if error and error != last:
+                log.error("reloading %s failed (keeping the current config): %s", self._config_file, error)
+            elif not error and last:
+                log.info("reloaded %s", self._config_file)
+            last = error
+
     def stop(self) -> None:
+        self._config_stop.set()
+        if self._config_thread is not None:
+            self._config_thread.join(timeout=10)
         if self.rest:
             self.rest.stop()
         if self.grpc:

@@ -4,8 +4,10 @@ The real ``ModelStore`` over the tiny SavedModel (``tiny_base``: model ``tiny`` 
 signatures ``serving_default`` over ``examples`` and ``predict_raw`` over ``x``) covers
 predict, metadata and status; a fake store/model with classify and regress signatures
 covers the method-name checks and the result shapes (the tiny model has neither).
-Expected messages are TF Serving's where the code mimics them (batching's "Task size ...",
-the classify/regress method_name check, ServerCore's "Servable not found ...").
+Expected messages are TF Serving 2.19's where the code mimics them (batching's "Task size
+...", predict_util.cc's signature and input checks, classifier.cc/regressor.cc's signature
+checks with and without ``--enable_signature_method_name_check``, ServerCore's "Servable not
+found ...").
 """
 import contextlib
 
@@ -20,8 +22,8 @@ from serving.api import DEFAULT_SIGNATURE, ServingApi, _tf_message
 from serving.model_store import ModelStore
 from serving.session_model import Signature, TensorInfo
 from serving.signatures import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
-from serving.status import (CODES, INTERNAL, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE,
-                            RequestError)
+from serving.status import (CODES, FAILED_PRECONDITION, INTERNAL, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED,
+                            UNAVAILABLE, UNIMPLEMENTED, RequestError)
 from tests.fakes.serving_models import tiny_example
 
 
@@ -160,14 +162,82 @@ def test_predict_on_an_unknown_version_is_not_found(api):
     assert e.status == NOT_FOUND and e.message == "Servable not found for request: Specific(tiny, 9)"
 
 
-def test_predict_on_an_unknown_signature_is_invalid_argument(api):
+def test_predict_on_an_unknown_signature_is_failed_precondition(api):
     e = refused(api.predict, "tiny", None, "bogus", {"x": [0.0]})
-    assert e.status == INVALID_ARGUMENT and "\"bogus\" not found" in e.message
+    assert (e.status, e.message) == (FAILED_PRECONDITION, 'Serving signature key "bogus" not found.')
 
 
-def test_predict_with_a_missing_input_is_invalid_argument(api):
+def test_predict_with_a_wrongly_named_input_is_invalid_argument_naming_the_alias(api):
     e = refused(api.predict, "tiny", None, "predict_raw", {"y": [0.0]})
-    assert e.status == INVALID_ARGUMENT and "['x'] missing" in e.message
+    assert e.status == INVALID_ARGUMENT
+    assert e.message.startswith("Signature input alias: x(feed name: ")
+    assert e.message.endswith(") not found in request and no default value provided. Inputs expected to be in the "
+                              "request {y}, or default input alias set: ")
+
+
+def test_predict_with_an_extra_input_is_an_input_size_mismatch(api):
+    e = refused(api.predict, "tiny", None, "predict_raw", {"x": [0.0], "y": [0.0]})
+    assert e.message == ("input size does not match signature: 2!=1 len({x,y}) != len({x}). Sent extra: {y}. "
+                         "Missing but required: {}.")
+
+
+def test_predict_with_no_input_is_an_input_size_mismatch(api):
+    e = refused(api.predict, "tiny", None, "predict_raw", {})
+    assert e.message == ("input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. "
+                         "Missing but required: {x}.")
+
+
+@pytest.mark.parametrize("output_filter,message", [
+    (["nope"], "output tensor alias not found in signature: nope Outputs expected to be in the set "
+               "{click_probability,conversion_probability}."),
+    (["click_probability", "click_probability"], "duplicate output tensor alias: click_probability"),
+])
+def test_predict_with_a_bad_output_filter_is_invalid_argument(api, output_filter, message):
+    e = refused(api.predict, "tiny", None, "", {"examples": [tiny_example(0.0)]}, output_filter)
+    assert (e.status, e.message) == (INVALID_ARGUMENT, message)
+
+
+def test_predict_strict_dtypes_refuses_another_dtype_with_the_sessions_message(api):
+    e = refused(api.predict, "tiny", None, "predict_raw", {"x": np.array([0.0], np.float64)}, strict_dtypes=True)
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "Expects arg[0] to be float but double is provided (input 'x')")
+    e = refused(api.predict, "tiny", None, "", {"examples": np.array([1.0], np.float32)}, strict_dtypes=True)
+    assert e.message.startswith("Expects arg[0] to be string but float is provided")
+
+
+def test_predict_without_strict_dtypes_converts_to_the_inputs_dtype(api):
+    _, _, out = api.predict("tiny", None, "predict_raw", {"x": np.array([0.0], np.float64)})
+    assert out["click_probability"].tolist() == [0.5]
+
+
+def test_predict_on_a_zero_size_batch_returns_zero_size_outputs(api):
+    _, _, out = api.predict("tiny", None, "", {"examples": np.array([], dtype=object)}, strict_dtypes=True)
+    assert out["click_probability"].shape == (0,)
+
+
+def test_predict_with_a_version_and_a_label_is_invalid_argument(api):
+    e = refused(api.predict, "tiny", 1, "", {"examples": [tiny_example(0.0)]}, label="stable")
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "Both model version (1) and model version label (stable) "
+                                                       "cannot be supplied.")
+
+
+def test_predict_with_an_unknown_label_is_invalid_argument(api):
+    e = refused(api.predict, "tiny", None, "", {"examples": [tiny_example(0.0)]}, label="stable")
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "Unrecognized servable version label: stable")
+
+
+def test_predict_with_an_empty_model_name_is_invalid_argument(api):
+    e = refused(api.predict, "", None, "", {"examples": [tiny_example(0.0)]})
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "ModelSpec has no name specified.")
+
+
+def test_predict_with_the_method_check_refuses_an_unknown_method_name_as_internal():
+    model = FakeModel({"p": np.zeros(1)})
+    model.signatures["odd"] = Signature("custom/method", {"a": _info("a:0")}, {"p": _info("p:0")})
+    e = refused(ServingApi(FakeStore(model), method_name_check=True).predict, "m", None, "odd", {"a": [b"x"]})
+    assert e.status == INTERNAL and e.message == (
+        "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+        "tensorflow/serving/classify, tensorflow/serving/regress}. Was: custom/method")
+    ServingApi(FakeStore(model)).predict("m", None, "odd", {"a": [b"x"]})  # no check by default
 
 
 def test_tensorflow_argument_error_in_the_graph_is_invalid_argument_without_graph_noise(api):
@@ -183,23 +253,42 @@ def test_predict_with_ragged_input_is_invalid_argument(api):
 
 
 # ----------------------------------------------------------------------------- classify / regress
-def test_classify_on_a_predict_signature_is_invalid_argument(api):
+def test_classify_on_a_predict_signature_without_an_inputs_input_is_invalid_argument(api):
     e = refused(api.classify, "tiny", None, "", [tiny_example(1.0)])
     assert e.status == INVALID_ARGUMENT
-    assert e.message.startswith("Expected classification signature method_name to be tensorflow/serving/classify. "
-                                "Was: tensorflow/serving/predict")
+    assert e.message.startswith("No classification inputs found in SignatureDef: inputs {\n  key: \"examples\"")
 
 
-def test_regress_on_a_predict_signature_is_invalid_argument(api):
+def test_classify_with_the_method_check_on_a_predict_signature_is_invalid_argument(store):
+    e = refused(ServingApi(store, method_name_check=True).classify, "tiny", None, "", [tiny_example(1.0)])
+    assert e.message == ("Expected classification signature method_name to be tensorflow/serving/classify. "
+                         "Was: tensorflow/serving/predict")
+
+
+def test_regress_on_a_predict_signature_without_an_inputs_input_is_invalid_argument(api):
     e = refused(api.regress, "tiny", None, "predict_raw", [tiny_example(1.0)])
-    assert e.status == INVALID_ARGUMENT
-    assert e.message.startswith("Expected regression signature method_name to be tensorflow/serving/regress.")
+    assert e.status == INVALID_ARGUMENT and e.message.startswith("No regression inputs found in SignatureDef: ")
 
 
 def test_regress_on_a_classify_signature_is_invalid_argument():
     model = FakeModel()
     e = refused(ServingApi(FakeStore(model)).regress, "m", None, "cls", [b"e"])
-    assert "Was: tensorflow/serving/classify" in e.message and model.calls == []
+    assert e.message == "Expected one output Tensor." and model.calls == []
+    e = refused(ServingApi(FakeStore(model), method_name_check=True).regress, "m", None, "cls", [b"e"])
+    assert e.message.endswith("Was: tensorflow/serving/classify") and model.calls == []
+
+
+@pytest.mark.parametrize("call", ["classify", "regress"])
+def test_classify_and_regress_on_an_unknown_signature_are_invalid_argument(call):
+    e = refused(getattr(ServingApi(FakeStore(FakeModel())), call), "m", None, "bogus", [b"e"])
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "No signature was found with the name: bogus")
+
+
+@pytest.mark.parametrize("call,signature", [("classify", "cls"), ("regress", "reg")])
+def test_classify_and_regress_without_examples_are_input_is_empty(call, signature):
+    model = FakeModel()
+    e = refused(getattr(ServingApi(FakeStore(model)), call), "m", None, signature, [])
+    assert (e.status, e.message) == (INVALID_ARGUMENT, "Input is empty.") and model.calls == []
 
 
 def test_classify_feeds_the_examples_as_inputs_and_returns_scores_and_classes():
@@ -207,7 +296,7 @@ def test_classify_feeds_the_examples_as_inputs_and_returns_scores_and_classes():
     model = FakeModel({"scores": scores, "classes": classes})
     v, sig, s, c = ServingApi(FakeStore(model, version=7)).classify("m", None, "cls", [b"ex1"])
     assert (v, sig) == (7, "cls") and s is scores and c is classes
-    assert model.calls == [("cls", {"inputs": [b"ex1"]}, None)]
+    assert model.calls == [("cls", {"inputs": [b"ex1"]}, ["classes", "scores"])]
 
 
 def test_regress_returns_one_value_per_example():
@@ -230,9 +319,9 @@ def test_tensorflow_argument_error_in_classify_is_invalid_argument():
 
 
 # ----------------------------------------------------------------------------- metadata / status
-def test_metadata_returns_the_version_and_its_signature_defs(api):
+def test_metadata_returns_the_version_and_every_signature_def_with_the_init_op(api):
     v, defs = api.metadata("tiny", None)
-    assert v == 1 and set(defs) == {"serving_default", "predict_raw"}
+    assert v == 1 and set(defs) == {"serving_default", "predict_raw", "__saved_model_init_op"}
     assert defs["predict_raw"].method_name == PREDICT_METHOD and list(defs["predict_raw"].inputs) == ["x"]
 
 
@@ -271,6 +360,17 @@ def test_tf_message_keeps_the_original_when_nothing_informative_remains():
     (RESOURCE_EXHAUSTED, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UNAVAILABLE, 503, grpc.StatusCode.UNAVAILABLE),
     (INTERNAL, 500, grpc.StatusCode.INTERNAL),
+    (FAILED_PRECONDITION, 400, grpc.StatusCode.FAILED_PRECONDITION),
+    (UNIMPLEMENTED, 501, grpc.StatusCode.UNIMPLEMENTED),
+    ("CANCELLED", 499, grpc.StatusCode.CANCELLED),
+    ("DEADLINE_EXCEEDED", 504, grpc.StatusCode.DEADLINE_EXCEEDED),
+    ("ALREADY_EXISTS", 409, grpc.StatusCode.ALREADY_EXISTS),
+    ("ABORTED", 409, grpc.StatusCode.ABORTED),
+    ("OUT_OF_RANGE", 400, grpc.StatusCode.OUT_OF_RANGE),
+    ("PERMISSION_DENIED", 403, grpc.StatusCode.PERMISSION_DENIED),
+    ("UNAUTHENTICATED", 401, grpc.StatusCode.UNAUTHENTICATED),
+    ("UNKNOWN", 500, grpc.StatusCode.UNKNOWN),
+    ("DATA_LOSS", 500, grpc.StatusCode.DATA_LOSS),
 ])
 def test_status_maps_to_tf_serving_http_and_grpc_codes(status, http, code):
     # HTTP codes as TF Serving's http_server.cc ToHTTPStatusCode maps the canonical codes.
@@ -278,8 +378,8 @@ def test_status_maps_to_tf_serving_http_and_grpc_codes(status, http, code):
     assert (e.http_code, e.grpc_code) == (http, code)
 
 
-def test_status_table_has_exactly_the_documented_statuses():
-    assert set(CODES) == {INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL}
+def test_status_table_has_every_canonical_code_but_ok():
+    assert set(CODES) == {c.name for c in grpc.StatusCode} - {"OK"}
 
 
 def test_unknown_status_is_rejected():
@@ -343,23 +443,31 @@ def test_grpc_predict_on_an_unknown_model_aborts_not_found(api):
     assert ctx.aborted == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)")
 
 
-def test_grpc_version_label_is_invalid_argument(api):
+def test_grpc_unknown_version_label_is_invalid_argument(api):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "tiny"
     request.model_spec.version_label = "stable"
     ctx = FakeContext()
     with pytest.raises(Aborted):
         grpc_service.PredictionServicer(api).Predict(request, ctx)
-    assert ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT and "version_label" in ctx.aborted[1]
+    assert ctx.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: stable")
 
 
-def test_grpc_metadata_without_signature_def_field_is_invalid_argument(api):
+def test_grpc_metadata_without_a_metadata_field_is_invalid_argument(api):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "tiny"
     ctx = FakeContext()
     with pytest.raises(Aborted):
         grpc_service.PredictionServicer(api).GetModelMetadata(request, ctx)
-    assert ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT and "signature_def" in ctx.aborted[1]
+    assert ctx.aborted == (grpc.StatusCode.INVALID_ARGUMENT,
+                           "GetModelMetadataRequest must specify at least one metadata_field")
+
+
+def test_grpc_handler_truncates_a_long_message_as_tf_serving():
+    ctx = FakeContext()
+    with pytest.raises(Aborted):
+        _Servicer(RequestError(INVALID_ARGUMENT, "x" * 1500)).Call(None, ctx)
+    assert ctx.aborted[1] == "x" * 1024 + "...TRUNCATED"
 
 
 # ----------------------------------------------------------------------------- input checks (null, ragged, non-finite)
@@ -417,3 +525,38 @@ def test_redact_paths_cuts_other_absolute_paths_and_keeps_relative_ones():
 
     assert redact_paths("NotFoundError: /opt/x/variables.index; Was: tensorflow/serving/predict ./a/b") == (
         "NotFoundError: .../variables.index; Was: tensorflow/serving/predict ./a/b")
+
+
+# ----------------------------------------------------------------------------- the non-finite pre-scan
+def _float_example(*values) -> bytes:
+    example = tf.train.Example()
+    example.features.feature["f"].float_list.value.extend(values)
+    example.features.feature["s"].bytes_list.value.append(b"some text")
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -float("nan")])
+def test_the_pre_scan_finds_a_non_finite_float_anywhere_in_a_batch(bad):
+    from serving.api import _may_hold_non_finite
+
+    rng = np.random.default_rng(0)
+    for position in (0, 3, 7):
+        values = rng.normal(size=8).astype(np.float32).tolist()
+        values[position] = bad
+        batch = [_float_example(0.5)] * 5 + [_float_example(*values)]
+        assert _may_hold_non_finite(batch)
+
+
+def test_the_pre_scan_clears_finite_batches_without_parsing_them():
+    from serving.api import _may_hold_non_finite
+
+    assert not _may_hold_non_finite([_float_example(0.5, 1.0, -2.25, 100.0)] * 512)
+    assert not _may_hold_non_finite([])
+
+
+def test_a_finite_batch_the_pre_scan_flags_passes_the_exact_check():
+    from serving.api import _check_examples, _may_hold_non_finite
+
+    batch = [_float_example(float(np.float32(3.4e38)), 1e-38)]  # exponent byte 0x7F, finite
+    assert _may_hold_non_finite(batch)
+    _check_examples("inputs", batch)  # no error: every value is finite

@@ -35,7 +35,7 @@ def test_metadata_and_status(client):
     meta = client.metadata()
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     meta.metadata["signature_def"].Unpack(sig_map)
-    assert set(sig_map.signature_def) == {"serving_default", "predict_raw"}
+    assert set(sig_map.signature_def) == {"serving_default", "predict_raw", "__saved_model_init_op"}
     status = client.status()
     assert [(s.version, s.state) for s in status.model_version_status] == [(1, 30)]  # AVAILABLE
 
@@ -55,3 +55,29 @@ def test_bad_requests_get_status_codes_and_server_keeps_serving(server, client, 
         call(client)
     assert e.value.code == code, e.value.message
     assert client.predict_examples([tiny_example(0.0)])["click_probability"][0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("value,field", [
+    (np.array([0.5, 1.5], np.float32), "float_val"),
+    (np.array([[1.0], [2.0]], np.float64), "double_val"),
+    (np.array([3, -4], np.int32), "int_val"),
+    (np.array([2 ** 40], np.int64), "int64_val"),
+    (np.array([True, False]), "bool_val"),
+    (np.array([b"a", b"bc"], dtype=object), "string_val"),
+    (np.array(7.0, np.float32), "float_val"),
+])
+def test_response_tensors_carry_values_in_the_typed_field_as_tf_serving(value, field):
+    from serving.grpc_service import tensor_proto
+
+    proto = tensor_proto(value)
+    assert not proto.tensor_content and len(getattr(proto, field)) == value.size
+    assert [d.size for d in proto.tensor_shape.dim] == list(value.shape)
+    back = tf.make_ndarray(proto)
+    assert back.dtype == value.dtype and back.tolist() == value.tolist()
+
+
+def test_response_tensor_of_another_dtype_round_trips_through_tensorflows_encoding():
+    from serving.grpc_service import tensor_proto
+
+    value = np.array([0.5, 2.0], np.float16)
+    np.testing.assert_array_equal(tf.make_ndarray(tensor_proto(value)), value)

@@ -297,3 +297,43 @@ def test_a_slow_copy_under_the_polling_thread_is_served_once_complete(own_base, 
         assert p == pytest.approx(1 / (1 + math.exp(-3.0)), rel=1e-5)
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------------------- TF Serving's version policy
+def test_deleting_the_served_version_serves_the_previous_one_again(own_base, tmp_path):
+    # Latest-version policy over what is on disk, as TF Serving's file-system source: the
+    # highest remaining version is aspired again, loaded, and only then is the deleted one unloaded.
+    store = ModelStore(own_base, poll_seconds=60)
+    poll_until_settled(store)
+    os.rename(staged(tmp_path, 2, 3.0), os.path.join(own_base, "tiny", "2"))
+    poll_until_settled(store)
+    assert served(store)[0] == 2
+    shutil.rmtree(os.path.join(own_base, "tiny", "2"))
+    store.poll_once()
+    assert served(store)[0] == 2 and state_of(store, 1) == "START"  # still serving while 1 comes back
+    store.poll_once()
+    assert served(store) == (1, pytest.approx(1 / (1 + math.exp(-1.0)), rel=1e-5))
+    deadline = time.monotonic() + 10
+    while state_of(store, 2) != "END" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state_of(store, 2) == "END"
+    store.stop()
+
+
+def test_a_version_being_unloaded_takes_no_new_requests_but_finishes_its_own(own_base, tmp_path):
+    store = ModelStore(own_base, poll_seconds=60)
+    poll_until_settled(store)
+    with store.acquire("tiny", 1) as (_, model):  # an in-flight request on version 1
+        os.rename(staged(tmp_path, 2, 3.0), os.path.join(own_base, "tiny", "2"))
+        poll_until_settled(store)
+        assert state_of(store, 1) == "UNLOADING"
+        with pytest.raises(RequestError) as e:
+            with store.acquire("tiny", 1):
+                pass
+        assert e.value.message == "Servable not found for request: Specific(tiny, 1)"
+        assert model.run("", {"examples": [tiny_example(0.0)]})["click_probability"][0] == pytest.approx(0.5)
+    deadline = time.monotonic() + 10
+    while state_of(store, 1) != "END" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state_of(store, 1) == "END"
+    store.stop()
