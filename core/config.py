@@ -52,6 +52,12 @@ def _f(default=None, *, factory=None, **check):
 # The trained models a run directory can hold (``<run-dir>/<role>/``): the teacher of
 # ``train`` and the student of ``distill``.
 ROLES = ("teacher", "student")
+# ``export.serve_model``: a role, or the KD student of ``distill.sizes`` with the best mean
+# test AUC whose serving p50 (recorded by distill) is within ``export.latency_budget_ms``.
+BEST_UNDER_BUDGET = "best_under_budget"
+SERVE_MODELS = ROLES + (BEST_UNDER_BUDGET,)
+# The frontier name of the configured student (``distill.student``, saved as ``student/``).
+CONFIGURED_STUDENT = "student"
 
 
 # ----------------------------------------------------------------------------- data
@@ -441,6 +447,17 @@ class TrainingConfig:
 
 
 @dataclass
+class StudentSizeConfig:
+    """One extra student size of the AUC-vs-serving-cost frontier (``distill.sizes``): the
+    configured student (``distill.student``) with these fields replaced (None: the student's)."""
+
+    name: str = ""
+    embedding_dim: Optional[int] = _f(None, lo=1)
+    bottom_units: Optional[list[int]] = _f(None, lo=1)
+    tower_units: Optional[list[int]] = _f(None, lo=1)
+
+
+@dataclass
 class DistillConfig:
     enabled: bool = True
     student: ModelConfig = _f(
@@ -448,6 +465,17 @@ class DistillConfig:
             embedding_dim=4, bottom_units=[32], tower_units=[8], aux=AuxTowerConfig(enabled=False)
         )
     )
+    # Extra student sizes, each trained with ``mode`` and without KD (mode none) on the first
+    # seed, for ``size_epochs`` epochs, and placed with the teacher and the configured student
+    # (named "student") on the AUC vs serving-p50 plot of the report. None: two sizes around
+    # the student, "small" (embedding and every layer halved) and "large" (doubled); []: none.
+    sizes: Optional[list[StudentSizeConfig]] = None
+    # Epochs of the extra sizes (None: training.epochs); the configured student keeps training.epochs.
+    size_epochs: Optional[int] = _f(None, lo=1)
+    # The batch size (serialized raw tf.Examples per call) of the serving p50 that distill
+    # measures for every model in TF Serving's path (a TF1 session, one thread).
+    latency_batch_size: int = _f(64, lo=1, hi=4096)
+    latency_calls: int = _f(200, lo=10)  # timed calls per model (after 10 warmup calls)
     mode: str = _f("kd", choices=KD_MODES)
     alpha: float = _f(0.5, lo=0.0, hi=1.0)
     temperature: float = _f(2.0, lo=0.0, lo_open=True)
@@ -461,7 +489,12 @@ class DistillConfig:
 class ExportConfig:
     base_dir: str = ""  # default: <run-dir>/serving_models
     model_name: str = "ranker"
-    serve_model: str = _f("student", choices=list(ROLES))
+    # teacher | student | best_under_budget (the KD student of distill's frontier with the
+    # best mean test AUC whose serving p50 <= latency_budget_ms; none under it: an export error).
+    serve_model: str = _f("student", choices=list(SERVE_MODELS))
+    # Required with serve_model: best_under_budget (and only then): the largest serving p50 (ms)
+    # at distill.latency_batch_size, in TF Serving's path, that the published student may have.
+    latency_budget_ms: Optional[float] = _f(None, lo=0.0, lo_open=True)
     min_auc: dict[str, float] = _f(factory=dict)  # task -> minimum test AUC
     max_auc_drop: float = _f(0.01, lo=0.0)  # against the currently published version
     warmup_examples: int = _f(16, lo=0, hi=1000)
@@ -699,6 +732,60 @@ def _validate_model_features(cfg: "PipelineConfig") -> None:
                 raise ConfigError(f"{where}.features: {f.name!r} attends with {f.target!r}; list it too")
 
 
+def student_sizes(d: "DistillConfig") -> list[tuple[str, "ModelConfig"]]:
+    """(name, ModelConfig) of every student size of the frontier: the configured student as
+    ``CONFIGURED_STUDENT``, then each ``distill.sizes`` entry (its fields over
+    ``distill.student``'s) as listed. ``sizes`` None: "small" (embedding_dim and every layer
+    width halved, at least 1), the student, "large" (all doubled)."""
+    s = d.student
+    if d.sizes is None:
+        def scaled(f):
+            return dataclasses.replace(s, embedding_dim=max(1, int(s.embedding_dim * f)),
+                                       bottom_units=[max(1, int(u * f)) for u in s.bottom_units],
+                                       tower_units=[max(1, int(u * f)) for u in s.tower_units])
+        return [("small", scaled(0.5)), (CONFIGURED_STUDENT, s), ("large", scaled(2))]
+    out = [(CONFIGURED_STUDENT, s)]
+    for z in d.sizes:
+        changes = {k: getattr(z, k) for k in ("embedding_dim", "bottom_units", "tower_units")
+                   if getattr(z, k) is not None}
+        out.append((z.name, dataclasses.replace(s, **changes)))
+    return out
+
+
+def _validate_sizes(cfg: PipelineConfig) -> None:
+    """``distill.sizes`` names and ``export.serve_model`` / ``export.latency_budget_ms``."""
+    names = []
+    for i, z in enumerate(cfg.distill.sizes or []):
+        where = f"distill.sizes[{i}].name"
+        if not z.name:
+            raise ConfigError(f"{where}: required (e.g. small, large)")
+        if not MODEL_NAME.fullmatch(z.name):
+            raise ConfigError(f"{where}: {z.name!r}: use letters, digits, '_' and '-' only (it names the "
+                              f"directory students/<name>)")
+        if z.name == CONFIGURED_STUDENT:
+            raise ConfigError(f"{where}: {CONFIGURED_STUDENT!r} is the configured student (distill.student), "
+                              f"always on the frontier; name the extra size otherwise")
+        if z.name in names:
+            raise ConfigError(f"{where}: {z.name!r} is listed twice")
+        names.append(z.name)
+        if all(getattr(z, k) in (None, getattr(cfg.distill.student, k))
+               for k in ("embedding_dim", "bottom_units", "tower_units")):
+            raise ConfigError(f"distill.sizes[{i}] ({z.name}): the same size as distill.student (set "
+                              f"embedding_dim, bottom_units or tower_units to differ)")
+    e = cfg.export
+    if e.serve_model == BEST_UNDER_BUDGET:
+        if e.latency_budget_ms is None:
+            raise ConfigError(f"export.latency_budget_ms: required with export.serve_model: {BEST_UNDER_BUDGET} "
+                              f"(the largest serving p50 in ms at distill.latency_batch_size="
+                              f"{cfg.distill.latency_batch_size})")
+        if not cfg.distill.enabled:
+            raise ConfigError(f"export.serve_model: {BEST_UNDER_BUDGET} picks among distill's students, but "
+                              f"distill.enabled is false")
+    elif e.latency_budget_ms is not None:
+        raise ConfigError(f"export.latency_budget_ms: only with export.serve_model: {BEST_UNDER_BUDGET} "
+                          f"(serve_model is {e.serve_model!r})")
+
+
 def _validate(cfg: PipelineConfig) -> None:
     """Cross-field checks that a single field's type and range cannot express."""
     d = cfg.data
@@ -750,6 +837,7 @@ def _validate(cfg: PipelineConfig) -> None:
     if cfg.export.classification_task is not None and cfg.export.classification_task not in names:
         raise ConfigError(f"export.classification_task: expected one of {names}, got {cfg.export.classification_task!r}")
     _validate_model_features(cfg)
+    _validate_sizes(cfg)
     if len(cfg.pareto.reference_point) != 2:
         raise ConfigError("pareto.reference_point: expected two values (one AUC per task)")
 

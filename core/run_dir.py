@@ -9,6 +9,7 @@ One class names every artifact path, so stages never build paths of their own:
       data/raw/              generated synthetic logs (generate)
       preprocess/            TFRecord splits, TFT transform output, stats, dead letters
       teacher/, student/     trained Keras models, checkpoints, backups, TensorBoard logs
+      students/<size>/       the KD student of each extra size of distill.sizes (distill)
       scores/                training data with the teacher's logits (distill)
       serving_models/<name>/<version>/   SavedModels as TF Serving watches them (export)
       predictions/           batch predictions (predict)
@@ -198,7 +199,7 @@ STAGE_OUTPUTS = {
     "generate": (os.path.join("data", "raw"),),
     "preprocess": ("preprocess",),
     "train": ("teacher",),
-    "distill": ("student", "scores"),
+    "distill": ("student", "scores", "students"),
     "predict": ("predictions",),
     "pareto": ("pareto",),
 }
@@ -301,6 +302,23 @@ class RunDir:
     def model_dir(self, role: str) -> str:
         """``role`` is 'teacher' or 'student'; holds saved_model/, backup/, logs/, metrics.json."""
         return self.path(role)
+
+    @property
+    def students_dir(self) -> str:
+        """``students/``: the model directories of distill's extra student sizes."""
+        return self.path("students")
+
+    def student_size_dir(self, name: str) -> str:
+        """The model directory of the KD student of the extra size ``name`` (``distill.sizes``):
+        ``students/<name>``, laid out like ``model_dir`` (serving_model/, model_config.json, ...).
+        The configured student stays ``model_dir('student')``."""
+        return os.path.join(self.students_dir, name)
+
+    @property
+    def latency_exports_dir(self) -> str:
+        """Scratch SavedModels (TF Transform front end + serving model) that distill times in
+        TF Serving's path; removed once measured."""
+        return os.path.join(self.students_dir, ".latency_exports")
 
     @property
     def scores_dir(self) -> str:

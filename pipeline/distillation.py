@@ -9,9 +9,22 @@
    frozen teacher's (online mode; the teacher is rebuilt from its model_config.json).
 3. The KD student of the first seed is saved as ``student/serving_model`` (main towers only,
    no adaptors): from then on it is what ``export`` publishes by default.
-4. Everything is scored on the test split; the distillation table (mean ± std over seeds,
+4. Every extra student size of ``distill.sizes`` (``core.config.student_sizes``) is trained
+   with ``cfg.distill.mode`` and without KD, on the first seed, for ``distill.size_epochs``
+   epochs; its KD student is saved as ``students/<size>/serving_model``.
+5. Everything is scored on the test split; the distillation table (mean ± std over seeds,
    parameters, batch-1 latency, share of the AUC gap closed) goes to summary.json, the report
    and ``plots/distillation.png``.
+6. The frontier: the teacher and the KD student of every size are exported with the TF
+   Transform front end (``serving.export.serving_parts``; no warmup, no gate) into a scratch
+   directory and timed in TF Serving's path (``serving.serving_cost.session_latency_ms``: a
+   TF1 session, one thread, ``serving_default`` on ``distill.latency_batch_size`` serialized
+   raw test examples, the models interleaved). Test AUC against that p50 for every model
+   (the no-KD student of a size has its KD student's architecture, so its p50) goes to
+   ``plots/distill_frontier.png``, the report and ``metrics["frontier"]``, which
+   ``export.serve_model: best_under_budget`` reads. The teacher's and the configured
+   student's parse / transform / model times at batch 1, 64 and 512 in the same path
+   (``serving.serving_cost.breakdown_ms``) go to the report and ``metrics["serving_breakdown"]``.
 """
 from __future__ import annotations
 
@@ -19,6 +32,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 
 from models import model_io
 from models.builder import build_ranker, model_features
@@ -31,7 +45,9 @@ from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
 from pipeline.beam_options import pipeline_options
+from core.config import CONFIGURED_STUDENT, student_sizes
 from core.errors import DataValidationError, InputError
+from core.run_dir import read_json
 from pipeline.stages.base import StageResult
 from pipeline.teacher_scoring import TeacherModelHandler, score_splits
 
@@ -121,16 +137,20 @@ class _Trainer:
                                               what=f"scored {split} split")
         return self._sources[key]
 
-    def train(self, mode: str, seed: int, save: bool, align: bool):
-        """Trains one student; with ``save``, writes it to ``student/`` (resuming from its backup)."""
+    def train(self, mode: str, seed: int, save: bool, align: bool, model_cfg=None, save_dir: str | None = None,
+              epochs: int | None = None, label: str = STUDENT):
+        """Trains one student of ``model_cfg`` (default ``distill.student``) for ``epochs``
+        (default ``training.epochs``); with ``save``, writes it to ``save_dir`` (default
+        ``student/``), resuming from its backup there."""
         t = dataclasses.replace(self.cfg.training, seed=int(seed))
         d = self.cfg.distill
+        model_cfg = model_cfg or d.student
         kwargs = dict(mode=mode, alpha=d.alpha, temperature=d.temperature)
         online = align and d.feature_alignment_weight > 0
         if online:
             kwargs.update(teacher=self.teacher, alignment_weight=d.feature_alignment_weight)
         with get_strategy(t.distribute).scope():
-            model = build_ranker(d.student, self.info, self.tasks, self.cfg.data.funnel, seed=seed,
+            model = build_ranker(model_cfg, self.info, self.tasks, self.cfg.data.funnel, seed=seed,
                                  cls=DistilledRanker, **kwargs)
         names = [x.name for x in self.tasks]
         batch_info = self._batch_info(online and self.teacher is not None)
@@ -140,13 +160,13 @@ class _Trainer:
                                 repeat=True)
         val_ds = make_dataset(self._source("validation", batch_info, names), batch_info, t.batch_size,
                               teacher_logits=names)
-        log.info("student: mode=%s seed=%d (%s)", mode, seed, "saved as the student" if save else "for the table")
-        model_dir = self.run_dir.model_dir(STUDENT) if save else None
+        model_dir = (save_dir or self.run_dir.model_dir(STUDENT)) if save else None
+        log.info("%s: mode=%s seed=%d (%s)", label, mode, seed, f"saved to {model_dir}" if save else "for the table")
         result = train_model(model, train_ds, val_ds, t, model_dir, tasks=names, steps_per_epoch=self.steps,
-                             validation_rows=self.rows["validation"], backup=save, name=STUDENT,
+                             validation_rows=self.rows["validation"], epochs=epochs, backup=save, name=label,
                              shard_patterns=[train_scores, val_scores])
         if save:
-            result.artifacts = model_io.save_trained(model_dir, model, result, role=STUDENT, model_cfg=d.student,
+            result.artifacts = model_io.save_trained(model_dir, model, result, role=STUDENT, model_cfg=model_cfg,
                                                      feature_info=self.info, tasks=self.tasks,
                                                      funnel=self.cfg.data.funnel)
         return model, result
@@ -193,8 +213,117 @@ def _size_and_speed(run_dir, info, teacher_model, student_model, rows: list) -> 
     return params, latency, latency_batch
 
 
+def _clear_stale_sizes(run_dir, names: list[str]) -> None:
+    """Removes ``students/<name>`` directories of sizes no longer configured (a frontier
+    recorded now never names them; export must not find a student of another config)."""
+    root = run_dir.students_dir
+    if not os.path.isdir(root):
+        return
+    for entry in os.listdir(root):
+        if entry not in names and not entry.startswith("."):
+            log.info("distill: removing %s (not in distill.sizes)", os.path.join(root, entry))
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+
+
+def _train_sizes(cfg, run_dir, trainer) -> dict:
+    """Trains each extra size of ``distill.sizes`` with KD (saved as ``students/<size>``) and
+    without, on the first seed. size -> {"model_cfg", "epochs", "rows", "kd", "no_kd" (test
+    metrics), "epochs_kd", "epochs_no_kd" (epochs run), "model_dir", "serving" (the KD serving model)}."""
+    d = cfg.distill
+    extra = [(n, m) for n, m in student_sizes(d) if n != CONFIGURED_STUDENT]
+    _clear_stale_sizes(run_dir, [n for n, _ in extra])
+    epochs = d.size_epochs or cfg.training.epochs
+    seed = d.seeds[0]
+    out = {}
+    for name, model_cfg in extra:
+        entry = {"model_cfg": model_cfg, "epochs": epochs, "rows": 0, "model_dir": run_dir.student_size_dir(name)}
+        for row, mode in ((KD_ROW, d.mode), (NOKD_ROW, "none")):
+            kd = row == KD_ROW
+            model, result = trainer.train(mode, seed, save=kd, align=kd, model_cfg=model_cfg,
+                                          save_dir=entry["model_dir"], epochs=epochs, label=f"student {name}")
+            entry["rows"] += result.rows
+            entry["epochs_kd" if kd else "epochs_no_kd"] = len(result.epochs)
+            serving = model.serving_model()
+            entry["kd" if kd else "no_kd"] = trainer.evaluate(serving, model_cfg)
+            if kd:
+                entry["serving"] = serving
+            log.info("size %s %s: %s", name, row, {t: round(m["auc"], 4) for t, m in entry["kd" if kd else "no_kd"].items()
+                                                    if m.get("auc") is not None})
+        out[name] = entry
+    return out
+
+
+BREAKDOWN_CALLS = 60  # timed calls per (model, stage, batch size) of the parse/transform/model breakdown
+
+
+def serving_cost(cfg, run_dir, models: dict, breakdown: tuple = ()) -> tuple[dict, dict, dict | None]:
+    """The serving p50 of each model in TF Serving's path at ``distill.latency_batch_size``,
+    and the parse / transform / model breakdown of the ``breakdown`` models.
+
+    ``models``: name -> (role, model directory, its serving model if this process loaded it
+    already, else None). Each is exported with the run's TF Transform front end (``serving.export.serving_parts`` + ``save_serving_module``: every signature, no
+    warmup, no gate) into ``run_dir.latency_exports_dir`` (removed afterwards), then all are
+    timed together by ``serving.serving_cost.session_latency_ms`` on serialized raw test
+    examples (``encode_raw_example`` of up to 4 batches of test rows, cycled); then
+    ``serving.serving_cost.breakdown_ms`` times the ``breakdown`` ones (names of ``models``)
+    at batch 1, 64 and 512 (``BREAKDOWN_CALLS`` calls). Returns (name -> {"p50_ms", "p90_ms",
+    "p99_ms", "n"}, the measurement's settings, the breakdown or None)."""
+    from core.feature_specs import encode_raw_example
+    from serving.export import serving_parts
+    from serving.raw_examples import read_split
+    from serving.serving_cost import breakdown_ms, session_latency_ms
+    from serving.signatures import save_serving_module
+
+    d = cfg.distill
+    rows = read_split(cfg, *run_dir.raw_input(cfg), "test", max(256, 4 * d.latency_batch_size))
+    if not rows:
+        raise InputError(f"no valid raw test rows in {run_dir.raw_input(cfg)[0]} to time the serving models with")
+    serialized = [encode_raw_example(cfg, r["features"]) for r in rows]
+    scratch = run_dir.latency_exports_dir
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        dirs, modules = {}, {}
+        for name, (role, model_dir, loaded) in models.items():
+            dirs[name] = os.path.join(scratch, name)
+            module = serving_parts(cfg, run_dir, role, model_dir, keras_model=loaded).module
+            save_serving_module(module, dirs[name])
+            if name in breakdown:
+                modules[name] = module
+        log.info("distill: timing %s in a TF1 session (serving_default, batch %d, %d calls each, interleaved)",
+                 ", ".join(dirs), d.latency_batch_size, d.latency_calls)
+        stats = session_latency_ms(dirs, serialized, d.latency_batch_size, calls=d.latency_calls, threads=1)
+        parts = None
+        if modules:
+            log.info("distill: parse / transform / model breakdown of %s at batch 1, 64, 512", ", ".join(modules))
+            parts = breakdown_ms(modules, serialized, batch_sizes=(1, 64, 512), calls=BREAKDOWN_CALLS, threads=1,
+                                 scratch_dir=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    settings = {"batch_size": d.latency_batch_size, "calls": d.latency_calls, "warmup": 10, "threads": 1,
+                "signature": "serving_default", "examples": len(serialized),
+                "path": "TF1 session (tf.compat.v1 SavedModel loader, tag serve), one intra- and inter-op thread, "
+                        "serving_default on serialized raw tf.Examples, models interleaved call by call"}
+    return stats, settings, parts
+
+
+def _epochs_run(model_dir: str) -> int | None:
+    """Epochs the model in ``model_dir`` trained for (its metrics.json history; None if unrecorded)."""
+    path = os.path.join(model_dir, model_io.METRICS)
+    if not os.path.exists(path):
+        return None
+    history = (read_json(path, "metrics.json").get("history") or {}).get("loss")
+    return len(history) if isinstance(history, list) else None
+
+
+def _architecture(model_cfg) -> dict:
+    return {"embedding_dim": model_cfg.embedding_dim, "bottom_units": list(model_cfg.bottom_units),
+            "tower_units": list(model_cfg.tower_units)}
+
+
 def distill(cfg, run_dir) -> StageResult:
     """Scores, trains the students, compares them; the ``distill`` stage's result."""
+    from serving.serving_cost import breakdown_table
+
     run_dir.require(model_io.serving_model_dir(run_dir.model_dir(TEACHER)), "train")
     if not cfg.distill.seeds:
         raise InputError("distill.seeds: at least one seed is required")
@@ -207,17 +336,21 @@ def distill(cfg, run_dir) -> StageResult:
     t_cfg, _, _, _ = model_io.load_model_config(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     teacher_model = model_io.load_serving_model(run_dir.model_dir(TEACHER), run_dir.role_stage(TEACHER))
     runs = {TEACHER: [trainer.evaluate(teacher_model, t_cfg)]}
-    saved, rows = None, 0
+    saved, rows, first_seed = None, 0, {}
     for i, seed in enumerate(cfg.distill.seeds):
         for row, mode in _modes(cfg):
             save = i == 0 and row == KD_ROW
             model, result = trainer.train(mode, seed, save=save, align=(row == KD_ROW))
             rows += result.rows
+            if i == 0:
+                first_seed[row] = result
             serving = model.serving_model()
             runs.setdefault(row, []).append(trainer.evaluate(serving, cfg.distill.student))
             if save:
                 saved = (serving, result)
             log.info("%s seed %d: %s", row, seed, {t: round(m["auc"], 4) for t, m in runs[row][-1].items()})
+    sizes = _train_sizes(cfg, run_dir, trainer)
+    rows += sum(e["rows"] for e in sizes.values())
 
     student_model = model_io.load_serving_model(run_dir.model_dir(STUDENT), run_dir.role_stage(STUDENT))
     params, latency, latency_batch = _size_and_speed(run_dir, info, teacher_model, student_model, list(runs))
@@ -229,6 +362,35 @@ def distill(cfg, run_dir) -> StageResult:
                                     f"T={cfg.distill.temperature}, {len(cfg.distill.seeds)} seed(s)")
     text = distill_report.markdown(table, tasks, gaps, KD_ROW, NOKD_ROW)
     d = cfg.distill
+
+    # The frontier: every model's test AUC (first seed: the saved models) against its serving p50.
+    timed = {TEACHER: (TEACHER, run_dir.model_dir(TEACHER), teacher_model),
+             CONFIGURED_STUDENT: (STUDENT, run_dir.model_dir(STUDENT), student_model)}
+    timed.update({name: (STUDENT, e["model_dir"], None) for name, e in sizes.items()})
+    p50, settings, breakdown = serving_cost(cfg, run_dir, timed, breakdown=(TEACHER, CONFIGURED_STUDENT))
+    entries = [distill_report.frontier_entry(None, None, None, params[TEACHER], p50[TEACHER], runs[TEACHER][0],
+                                             tasks, _architecture(t_cfg), _epochs_run(run_dir.model_dir(TEACHER)),
+                                             TEACHER)]
+    for name, model_cfg in student_sizes(d):
+        if name == CONFIGURED_STUDENT:
+            n_params, kd, no_kd, where = params[KD_ROW], runs[KD_ROW][0], runs[NOKD_ROW][0], STUDENT
+            epochs = len(first_seed[KD_ROW].epochs), len(first_seed[NOKD_ROW].epochs)
+        else:
+            e = sizes[name]
+            n_params, kd, no_kd = int(e["serving"].count_params()), e["kd"], e["no_kd"]
+            epochs, where = (e["epochs_kd"], e["epochs_no_kd"]), os.path.relpath(e["model_dir"], run_dir.root)
+        arch = _architecture(model_cfg)
+        entries.append(distill_report.frontier_entry(name, True, d.mode, n_params, p50[name], kd, tasks, arch,
+                                                     epochs[0], where))
+        entries.append(distill_report.frontier_entry(name, False, "none", n_params, p50[name], no_kd, tasks, arch,
+                                                     epochs[1], None))
+    # teacher first, then the students small to large (KD before no-KD)
+    entries = distill_report.mark_pareto([entries[0]] + sorted(entries[1:], key=lambda e: (e["params"], not e["kd"])))
+    frontier = {**settings, "models": entries}
+    frontier_plot = distill_report.frontier_plot(entries, tasks, os.path.join(run_dir.plots_dir,
+                                                                              "distill_frontier.png"), settings)
+    frontier_text = distill_report.frontier_markdown(entries, tasks, settings)
+
     header = (f"Student `{d.student.backbone}` (embedding {d.student.embedding_dim}, bottom {d.student.bottom_units}, "
               f"towers {d.student.tower_units}) distilled with mode `{d.mode}`, alpha={d.alpha}, T={d.temperature}, "
               f"feature alignment lambda={d.feature_alignment_weight}; seeds {list(d.seeds)}, "
@@ -237,9 +399,22 @@ def distill(cfg, run_dir) -> StageResult:
               f"{latency[TEACHER] / latency[KD_ROW]:.2f}x lower batch-1 latency and "
               f"{latency_batch[TEACHER] / latency_batch[KD_ROW]:.2f}x lower batch-{distill_report.BATCH} latency "
               "than the teacher (median of 200 interleaved in-process calls of the serving models).\n\n")
+    report = (header + text + "\n\n### Test AUC against serving cost\n\n"
+              + frontier_text + f"\n\n![AUC vs serving p50]({os.path.relpath(frontier_plot, run_dir.root)})\n"
+              + "\n### Where the serving time goes: teacher and student\n\n"
+              + f"p50 per batch size in TF Serving's path ({breakdown['path']}, {breakdown['threads']} thread, "
+              + f"{breakdown['calls']} calls after {breakdown['warmup']} warmup calls). Method: {breakdown['method']}."
+              + "\n\n" + breakdown_table(breakdown, [TEACHER, CONFIGURED_STUDENT]) + "\n")
     metrics = {"table": table, "gap_closed": gaps, "seeds": list(d.seeds), "mode": d.mode,
                "params": params, "latency_ms": latency, "param_ratio": round(params[TEACHER] / params[KD_ROW], 3),
                "latency_ms_batch": latency_batch, "latency_ratio": round(latency[TEACHER] / latency[KD_ROW], 3),
                "latency_ratio_batch": round(latency_batch[TEACHER] / latency_batch[KD_ROW], 3), "scoring": counts,
-               "kd_beats_no_kd": {t: table[KD_ROW][t]["auc_mean"] > table[NOKD_ROW][t]["auc_mean"] for t in tasks}}
-    return StageResult(rows=rows, metrics=metrics, models={STUDENT: runs[KD_ROW][0]}, artifacts={**saved[1].artifacts, "scores": run_dir.scores_dir}, plots=[os.path.relpath(plot, run_dir.root)], report=header + text, message=f"student saved to {saved[1].artifacts.get('serving_model')}")
+               "kd_beats_no_kd": {t: table[KD_ROW][t]["auc_mean"] > table[NOKD_ROW][t]["auc_mean"] for t in tasks},
+               "frontier": frontier, "serving_breakdown": breakdown}
+    artifacts = {**saved[1].artifacts, "scores": run_dir.scores_dir,
+                 **{f"student_{n}": model_io.serving_model_dir(e["model_dir"]) for n, e in sizes.items()}}
+    plots = [os.path.relpath(plot, run_dir.root), os.path.relpath(frontier_plot, run_dir.root)]
+    return StageResult(rows=rows, metrics=metrics, models={STUDENT: runs[KD_ROW][0]}, artifacts=artifacts,
+                       plots=plots, report=report,
+                       message=f"student saved to {saved[1].artifacts.get('serving_model')}"
+                       + (f"; sizes {', '.join(sizes)} to {run_dir.students_dir}" if sizes else ""))

@@ -1,16 +1,17 @@
-"""TF Serving's REST API (the subset this server offers) on a bounded HTTP/1.1 server.
+"""TF Serving's REST API (2.19's ``http_rest_api_handler.cc``) on a bounded HTTP/1.1 server.
 
-Routes (TF Serving's ``http_rest_api_handler``):
+Routes (``RestHandler``; the path regexes are TF Serving's, case-insensitive):
 
-  GET  /v1/models/NAME[/versions/V]                  model version status
-  GET  /v1/models/NAME[/versions/V]/metadata         signature defs
-  POST /v1/models/NAME[/versions/V]:predict          {"signature_name", "instances" | "inputs"}
-  POST /v1/models/NAME[/versions/V]:classify         {"signature_name", "context", "examples"}
-  POST /v1/models/NAME[/versions/V]:regress          {"signature_name", "context", "examples"}
+  GET  /v1/models/NAME[/versions/V|/labels/L]                  model version status
+  GET  /v1/models/NAME[/versions/V|/labels/L]/metadata         every SignatureDef
+  POST /v1/models/NAME[/versions/V|/labels/L]:predict          {"signature_name", "instances" | "inputs"}
+  POST /v1/models/NAME[/versions/V|/labels/L]:classify         {"signature_name", "context", "examples"}
+  POST /v1/models/NAME[/versions/V|/labels/L]:regress          {"signature_name", "context", "examples"}
 
-Every request goes through ``RestHandler.dispatch``; every failure becomes
-``{"error": message}`` in ``_error_response`` with the HTTP code from
-``serving.status.CODES`` (400 invalid argument, 404 not found, ...); the server keeps running.
+Every request goes through ``RestHandler.respond``; every failure of a request under
+``/v1/`` becomes ``{"error": message}`` with the HTTP code of its canonical status
+(``serving.status.CODES``: 400 invalid argument, 404 not found, ...); the server keeps
+running. See ``RestHandler`` for what TF Serving answers outside these routes.
 
 ``RestServer`` is the socket side: keep-alive HTTP/1.1 with ``Content-Length`` or chunked
 bodies, a body-size limit (413), header and body read timeouts (408), a fixed pool of worker
@@ -27,98 +28,234 @@ import selectors
 import socket
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import NamedTuple
 
 from google.protobuf import json_format
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from serving import json_codec
-from serving.status import INTERNAL, RequestError, invalid, redact_paths
+from serving.status import RequestError, invalid, redact_paths
 
 log = logging.getLogger("serving.rest")
 
-_MODEL = r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-ROUTES = [
-    ("GET", re.compile(_MODEL + r"$"), "status"),
-    ("GET", re.compile(_MODEL + r"/metadata$"), "metadata"),
-    ("POST", re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$"), "infer"),
-]
+# The routes of TF Serving 2.19 (http_rest_api_util.cc), matched against the whole request
+# target (path and query, as net_http's uri_path() is), case-insensitively as its RE2 "(?i)".
+_API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)  # HttpRestApiHandler::kPathRegex; else libevent's 404
+_PREDICTION_PATH = re.compile(  # kPredictionApiGegex (POST)
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE)
+_MODEL_PATH = re.compile(  # kModelStatusApiRegex (GET)
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
+_ALLOWED_METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}  # evhttp_set_allowed_methods
+_KNOWN_METHODS = _ALLOWED_METHODS | {"TRACE", "CONNECT"}  # what libevent parses at all
+_ORIGIN = re.compile(r"https?://")
+_PAGE = "<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n"
+JSON_TYPE = "application/json"
+
+
+class Reply(NamedTuple):
+    """One HTTP response: status code, body bytes and Content-Type (None: no body type)."""
+
+    code: int
+    body: bytes
+    content_type: str | None = JSON_TYPE
+
+
+def _page(code: int) -> Reply:
+    """libevent's ``evhttp_send_error`` page (what TF Serving answers outside its handler)."""
+    reason = HTTPStatus(code).phrase
+    return Reply(code, _PAGE.format(code=code, reason=reason).encode("latin-1"), "text/html")
+
+
+def _error_body(message: str) -> bytes:
+    """TF Serving's ``MakeJsonFromStatus``: ``{"error": message}`` (rapidjson PrettyWriter layout)."""
+    return ('{\n    "error": ' + json.dumps(message, ensure_ascii=False) + "\n}").encode("utf-8", "replace")
+
+
+def _pretty(obj) -> str:
+    """protobuf's ``MessageToJsonString`` layout with ``add_whitespace`` (1-space indent, final newline)."""
+    return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+
+
+def _proto_json(message) -> dict:
+    """A message as TF Serving's JSON printer gives it (``always_print_primitive_fields``,
+    proto field names): default-valued fields included (``"signature_name": ""``,
+    ``"unknown_rank": false``, ``"defaults": {}``), int64 as strings, enums by name, and
+    each message's fields in declaration order with its set oneof fields last (``dtype``,
+    ``tensor_shape``, then ``name`` in a ``TensorInfo``; ``version`` last in a ``ModelSpec``)."""
+    return _ordered(message.DESCRIPTOR, json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True))
+
+
+def _ordered(descriptor, obj):
+    if not isinstance(obj, dict) or descriptor.full_name.startswith("google.protobuf."):
+        return obj
+    fields = sorted(descriptor.fields, key=lambda f: f.containing_oneof is not None)  # stable: declaration order
+    out = {}
+    for f in fields:
+        if f.name not in obj:
+            continue
+        value = obj[f.name]
+        if f.message_type is not None:
+            if f.message_type.GetOptions().map_entry:
+                value_field = f.message_type.fields_by_name["value"]
+                if value_field.message_type is not None:
+                    value = {k: _ordered(value_field.message_type, v) for k, v in value.items()}
+            elif isinstance(value, list):
+                value = [_ordered(f.message_type, v) for v in value]
+            else:
+                value = _ordered(f.message_type, value)
+        out[f.name] = value
+    return out
+
+
+def _decoded_arg(text: str) -> str:
+    """A model name or label as ``DecodeArg`` (curl_easy_unescape) decodes it: %XX escapes."""
+    raw = urllib.parse.unquote(text, encoding="latin-1").encode("latin-1")
+    return raw.decode("utf-8", "replace")
+
+
+def _request_path(target: str) -> str:
+    """The path and query of a request target (an absolute-form target loses its authority)."""
+    if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+        rest = target.split("://", 1)[1]
+        cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0], default=len(rest))
+        path = rest[cut:]
+        return path if path.startswith("/") else "/" + path
+    return target
 
 
 class RestHandler:
-    """Maps (method, path, body) to (HTTP code, JSON object) over a ``ServingApi``."""
+    """TF Serving's REST API (``HttpRestApiHandler``) over a ``ServingApi``.
+
+    ``respond(method, target, body, headers)`` gives the ``Reply`` TF Serving gives:
+
+    * a method libevent does not know is 400 and TRACE / CONNECT are 501, and a target not
+      under ``/v1/`` is 404 (``Not Found``), each as libevent's HTML page;
+    * ``OPTIONS`` (a CORS preflight) is 200 with an empty body when the request has an
+      ``Origin`` header with ``http://`` or ``https://``, else 400 with an empty body;
+    * ``POST /v1/models/NAME[/versions/V|/labels/L]:predict|classify|regress`` and ``GET
+      /v1/models/NAME[/versions/V|/labels/L][/metadata]`` run Predict / Classify / Regress,
+      GetModelMetadata and GetModelStatus; the routes match case-insensitively, but the verb
+      and ``metadata`` are compared as written (``:PREDICT`` is a malformed request,
+      ``/METADATA`` the model's status, as in TF Serving); the query string is part of the
+      path they match (``/v1/models/m?x=1`` names the model ``m?x=1``); NAME and L are
+      %-decoded; anything else under ``/v1/`` is ``400 Malformed request: METHOD TARGET``;
+    * every failure is ``{"error": message}`` with the HTTP code of its canonical status
+      (``serving.status.CODES``: 400 invalid argument and failed precondition, 404 not
+      found, 429 resource exhausted, 501 unimplemented, 503 unavailable, 500 internal...).
+
+    Status and metadata are printed as TF Serving's protobuf JSON printer prints them
+    (``_proto_json``); Predict / Classify / Regress bodies as ``serving.json_codec`` encodes
+    them. (One difference: a version beyond int64 is TF Serving's 400 ``Failed to convert
+    version`` with an empty body there, with the message in ``{"error": ...}`` here.)
+    """
 
     def __init__(self, api):
         self.api = api
 
-    def dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def respond(self, method: str, target: str, body: bytes, headers: dict | None = None) -> Reply:
+        if method not in _KNOWN_METHODS:
+            return _page(400)
+        if method not in _ALLOWED_METHODS:
+            return _page(501)
+        path = _request_path(target)
+        if not _API_PATH.fullmatch(path):
+            return _page(404)
+        if method == "OPTIONS":
+            origins = (headers or {}).get("origin", [])
+            return Reply(200 if origins and _ORIGIN.search(origins[0]) else 400, b"", None)
         try:
-            for route_method, pattern, action in ROUTES:
-                m = pattern.match(path.split("?", 1)[0])
-                if m and route_method == method:
-                    name, version = m.group("name"), m.group("version")
-                    version = int(version) if version is not None else None
-                    if action == "status":
-                        return 200, self._status(name, version)
-                    if action == "metadata":
-                        return 200, self._metadata(name, version)
-                    return 200, self._infer(m.group("verb"), name, version, _parse_json(body))
-            raise invalid(f"Malformed request: {method} {path}")
+            return Reply(200, self._route(method, path, body))
         except RequestError as e:
-            return _error_response(e)
+            return Reply(e.http_code, _error_body(e.message))
         except Exception as e:  # noqa: BLE001  (shape every failure; the server keeps running)
             log.exception("internal error on %s %s", method, path)
-            return _error_response(RequestError(INTERNAL, redact_paths(f"{type(e).__name__}: {e}")))
+            return Reply(500, _error_body(redact_paths(f"{type(e).__name__}: {e}")))
 
-    def _status(self, name, version) -> dict:
-        return {"model_version_status": [
-            {"version": str(s["version"]), "state": s["state"],
-             "status": {"error_code": "UNKNOWN" if s["error"] else "OK", "error_message": s["error"]}}
-            for s in self.api.status(name, version)]}
+    def dispatch(self, method: str, path: str, body: bytes, headers: dict | None = None) -> tuple[int, object]:
+        """``respond`` with the body as the Python object of its JSON (None when the reply
+        is not JSON or empty): ``(code, object)``."""
+        reply = self.respond(method, path, body, headers)
+        if reply.content_type != JSON_TYPE or not reply.body:
+            return reply.code, None
+        return reply.code, json.loads(reply.body)
 
-    def _metadata(self, name, version) -> dict:
-        v, defs = self.api.metadata(name, version)
-        signature_def = {k: json_format.MessageToDict(d, preserving_proto_field_name=True) for k, d in defs.items()}
-        return {"model_spec": {"name": name, "signature_name": "", "version": str(v)},
-                "metadata": {"signature_def": {"signature_def": signature_def}}}
+    def _route(self, method: str, path: str, body: bytes) -> bytes:
+        m = (_PREDICTION_PATH if method == "POST" else _MODEL_PATH).fullmatch(path) if method in ("GET", "POST") else None
+        if m is not None:
+            name, version, label, action = m.groups()
+            name = _decoded_arg(name) if name else ""
+            if version is not None:
+                number = int(version)
+                if number > 2 ** 63 - 1:
+                    raise invalid(f"Failed to convert version: {version} to numeric.")
+                version = number
+            label = _decoded_arg(label) if label else None
+            if method == "POST":
+                if action in ("predict", "classify", "regress"):
+                    return self._infer(action, name, version, label, body)
+            elif action == "metadata":
+                return self._metadata(name, version, label)
+            else:
+                return self._status(name, version, label)
+        raise invalid(f"Malformed request: {method} {path}")
 
-    def _infer(self, verb: str, name: str, version, body: dict) -> dict:
-        signature = body.get("signature_name", "")
+    def _status(self, name: str, version, label) -> bytes:
+        if not name:
+            raise invalid("Missing model name in request.")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for s in self.api.status(name, version, **_labelled(label)):
+            entry = response.model_version_status.add(version=int(s["version"]))
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(s["state"])
+            code = s.get("error_code") or ("UNKNOWN" if s["error"] else "OK")
+            entry.status.error_code = error_codes_pb2.Code.Value(code)
+            entry.status.error_message = s["error"] or ""
+        return _pretty(_proto_json(response)).encode("utf-8", "replace")
+
+    def _metadata(self, name: str, version, label) -> bytes:
+        if not name:
+            raise invalid("Missing model name in request.")
+        v, defs = self.api.metadata(name, version, **_labelled(label))
+        spec = model_pb2.ModelSpec(name=name)
+        spec.version.value = int(v)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in defs.items():
+            signatures.signature_def[key].CopyFrom(signature_def)
+        # http_rest_api_util.cc ToJsonString: the two messages printed apart, then joined
+        return ("{\n" + '"model_spec":' + _pretty(_proto_json(spec)) + ",\n" + '"metadata": {'
+                + '"signature_def": ' + _pretty(_proto_json(signatures)) + "}\n" + "}\n").encode("utf-8", "replace")
+
+    def _infer(self, verb: str, name: str, version, label, body: bytes) -> bytes:
+        request = json_codec.parse_request(body)
+        signature = request.get("signature_name", "")
         if not isinstance(signature, str):
-            raise invalid("'signature_name' must be a string")
+            raise invalid(f"JSON Value: {json_codec.debug_json(request)} not formatted correctly. 'signature_name' key "
+                          "must be a string value.")
         if verb == "predict":
             row = {}
 
             def inputs(sig):
-                feed, row["format"] = json_codec.predict_inputs(body, dict(sig.inputs))
+                feed, row["format"] = json_codec.predict_inputs(request, dict(sig.inputs), signature)
                 return feed
 
-            _, _, outputs = self.api.predict(name, version, signature, inputs)
-            return json_codec.predict_response(outputs, row["format"])
-        examples = json_codec.examples_from_json(body)
+            _, _, outputs = self.api.predict(name, version, signature, inputs, **_labelled(label))
+            return json_codec.encode_predict(outputs, row["format"])
+        examples = json_codec.examples_from_json(request)
         if verb == "classify":
-            _, _, scores, classes = self.api.classify(name, version, signature, examples)
-            labels = json_codec.encode_array("classes", classes)
-            return {"results": [[[c, float(s)] for c, s in zip(cs, ss)] for cs, ss in zip(labels, scores.tolist())]}
-        _, _, values = self.api.regress(name, version, signature, examples)
-        return {"results": values.tolist()}
+            _, _, scores, classes = self.api.classify(name, version, signature, examples, **_labelled(label))
+            return json_codec.encode_classify(scores, classes)
+        _, _, values = self.api.regress(name, version, signature, examples, **_labelled(label))
+        return json_codec.encode_regress(values)
 
 
-def _parse_json(body: bytes) -> dict:
-    try:
-        obj = json.loads(body.decode("utf-8") if body else "")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise invalid(f"JSON Parse error: {e}") from None
-    except RecursionError:  # e.g. 100,000 nested arrays: a bad request, not a server fault
-        raise invalid("JSON Parse error: the request nests arrays or objects too deeply") from None
-    if not isinstance(obj, dict):
-        raise invalid("JSON Parse error: the request body must be a JSON object")
-    return obj
-
-
-def _error_response(e: RequestError) -> tuple[int, dict]:
-    return e.http_code, {"error": e.message}
+def _labelled(label) -> dict:
+    """``label=`` for ``ServingApi`` calls when the route names a version label."""
+    return {} if label is None else {"label": label}
 
 
 # ----------------------------------------------------------------------------- HTTP/1.1 front end
@@ -245,17 +382,33 @@ def _keep_alive(version: str, headers: dict) -> bool:
     return "keep-alive" in tokens if version == "HTTP/1.0" else True
 
 
-def _response_bytes(code: int, obj: dict, keep_alive: bool, head_only: bool = False, extra=()) -> bytes:
-    data = json.dumps(obj).encode("utf-8")
+_DATE = [0, ""]  # (second, its Date header value): one formatdate per second
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[:] = [now, formatdate(now, usegmt=True)]
+    return _DATE[1]
+
+
+def _response_bytes(code: int, body: bytes, keep_alive: bool, head_only: bool = False, extra=(),
+                    content_type: str | None = JSON_TYPE) -> bytes:
+    """The bytes of a response with ``body`` (``Content-Length``; no body for HEAD)."""
     try:
         reason = HTTPStatus(code).phrase
     except ValueError:
         reason = ""
-    lines = [f"HTTP/1.1 {code} {reason}", f"Server: {SERVER_VERSION}", f"Date: {formatdate(usegmt=True)}",
-             "Content-Type: application/json", f"Content-Length: {len(data)}",
+    lines = [f"HTTP/1.1 {code} {reason}", f"Server: {SERVER_VERSION}", f"Date: {_date()}",
+             *([f"Content-Type: {content_type}"] if content_type else []), f"Content-Length: {len(body)}",
              "Connection: keep-alive" if keep_alive else "Connection: close", *extra]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + data
+    return head if head_only else head + body
+
+
+def _error_bytes(code: int, message: str, keep_alive: bool = False, extra=()) -> bytes:
+    """A refusal of the HTTP layer (framing, limits): ``{"error": message}``."""
+    return _response_bytes(code, _error_body(message), keep_alive, extra=extra)
 
 
 def check_limits(max_body_bytes: int, header_timeout_seconds: float, body_timeout_seconds: float,
@@ -420,9 +573,8 @@ class RestServer:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):
                 sock.recv(_RECV_BYTES)  # what already arrived, so closing does not reset before the 503 is read
-            sock.send(_response_bytes(503, {"error": f"Too many connections (serving.max_connections="
-                                                     f"{self.max_connections}); retry later"},
-                                      keep_alive=False, extra=("Retry-After: 1",)))
+            sock.send(_error_bytes(503, f"Too many connections (serving.max_connections={self.max_connections}); "
+                                        "retry later", extra=("Retry-After: 1",)))
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -502,7 +654,7 @@ class RestServer:
         """Answers from the selector thread (non-blocking, best effort) and closes."""
         try:
             conn.sock.setblocking(False)
-            conn.sock.send(_response_bytes(code, {"error": message}, keep_alive=False))
+            conn.sock.send(_error_bytes(code, message))
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -547,18 +699,19 @@ class RestServer:
                 conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self._read_chunked(conn, deadline) if length is None else conn.read(length, deadline)
         except _HttpError as e:
-            self._send(conn, e.code, {"error": e.message}, keep_alive=False)
+            self._send(conn, _error_bytes(e.code, e.message))
             if e.linger:
                 self._linger(conn)
             return False
         except _Timeout:
-            self._send(conn, 408, {"error": f"Timed out reading the request body "
-                                            f"(serving.body_timeout_seconds={self.body_timeout:g})"}, keep_alive=False)
+            self._send(conn, _error_bytes(408, f"Timed out reading the request body "
+                                               f"(serving.body_timeout_seconds={self.body_timeout:g})"))
             return False
         keep = _keep_alive(version, headers) and not self._stopping.is_set()
-        code, obj = self.rest.dispatch(method, target, body)
-        self._send(conn, code, obj, keep_alive=keep, head_only=method == "HEAD")
-        log.debug("%s %s %s %d", conn.addr[0], method, target, code)
+        reply = self.rest.respond(method, target, body, headers)
+        self._send(conn, _response_bytes(reply.code, reply.body, keep, method == "HEAD",
+                                         content_type=reply.content_type))
+        log.debug("%s %s %s %d", conn.addr[0], method, target, reply.code)
         return keep
 
     def _framing(self, version: str, headers: dict) -> int | None:
@@ -617,9 +770,9 @@ class RestServer:
             if trailers > _MAX_HEAD_BYTES:
                 raise _HttpError(431, f"Chunked trailer fields are larger than {_MAX_HEAD_BYTES} bytes")
 
-    def _send(self, conn: _Connection, code: int, obj: dict, keep_alive: bool, head_only: bool = False) -> None:
+    def _send(self, conn: _Connection, data: bytes) -> None:
         conn.sock.settimeout(self.body_timeout)
-        conn.sock.sendall(_response_bytes(code, obj, keep_alive, head_only))
+        conn.sock.sendall(data)
 
     def _linger(self, conn: _Connection) -> None:
         try:

@@ -7,8 +7,12 @@ policies and labels) to a REST front end (``serving.rest``, default port 8501) a
 front end (``serving.grpc_service``, default 8500). With
 ``model_config_file_poll_wait_seconds`` > 0 the config file is read again at that interval
 and applied (``ModelStore.reload_config``; a bad or refused config is logged and changes
-nothing), as TF Serving's flag of that name does. The serve stage starts it and serves until Ctrl-C or
-SIGTERM. Ports: ``--rest-port``/``--grpc-port`` override ``serving.rest_port``/``grpc_port``;
+nothing), as TF Serving's flag of that name does. ``enable_batching`` (TF Serving's
+``--enable_batching``) wraps every loaded version in ``serving.batching.BatchingModel``, so
+concurrent requests of one signature run as one batch, with the ``BatchingParameters`` of
+``batching_parameters_file`` (``--batching_parameters_file``) or TF Serving's defaults; the file
+without ``enable_batching`` is refused as TF Serving refuses it. The serve stage starts it and
+serves until Ctrl-C or SIGTERM. Ports: ``--rest-port``/``--grpc-port`` override ``serving.rest_port``/``grpc_port``;
 on the command line 0 disables that front end, while the ``ModelServer`` class treats 0 as
 "pick a free port" (what tests use).
 """
@@ -17,13 +21,51 @@ from __future__ import annotations
 import logging
 import threading
 
-from core.errors import ServingError
+from core.errors import ConfigError, ServingError
 from serving.api import ServingApi
+from serving.batching import BatchingModel, BatchingOptions, BatchingParameters, read_batching_parameters
 from serving.model_config import ModelConfigError, read_model_config
 from serving.model_store import ModelStore
 from serving.session_model import SessionModel
 
 log = logging.getLogger("serving.server")
+
+DEFAULT_BATCH_THREAD_POOL = "model_server_batch_threads"  # server.cc: the pool name of the default parameters
+
+
+def batching_parameters(enable_batching: bool, batching_parameters_file: str | None = None):
+    """The ``BatchingParameters`` message TF Serving's ``server.cc`` serves with, or None
+    (no batching): ``--enable_batching`` alone gives the default parameters (every field
+    unset but the thread pool's name: max_batch_size 1000, batch_timeout_micros 0,
+    max_enqueued_batches 10, ``serving.batching.BatchingOptions``); with
+    ``--batching_parameters_file`` the file's (``read_batching_parameters``: ``ConfigError``
+    naming the file for a bad one). The file without ``--enable_batching`` is a
+    ``ConfigError``, TF Serving's INVALID_ARGUMENT at startup."""
+    if not enable_batching:
+        if batching_parameters_file:
+            raise ConfigError("--batching_parameters_file is set without setting --enable_batching to true "
+                              f"(file: {batching_parameters_file})")
+        return None
+    if batching_parameters_file:
+        return read_batching_parameters(batching_parameters_file)
+    params = BatchingParameters()
+    params.thread_pool_name.value = DEFAULT_BATCH_THREAD_POOL
+    return params
+
+
+def batching_loader(loader, params):
+    """``loader`` whose models are wrapped in ``BatchingModel(model, params)``: a version
+    directory -> a loaded model batching its concurrent ``run`` calls."""
+
+    def load(path: str):
+        model = loader(path)
+        try:
+            return BatchingModel(model, params)
+        except BaseException:
+            model.close()
+            raise
+
+    return load
 
 
 class ModelServer:
@@ -44,6 +86,10 @@ class ModelServer:
       model_config_file_poll_wait_seconds: > 0: re-read the config file at this interval.
       allow_version_labels_for_unavailable_models, enable_signature_method_name_check: TF
         Serving's flags (``ModelStore``, ``ServingApi``).
+      enable_batching, batching_parameters_file: TF Serving's flags (``batching_parameters``):
+        ``loader``'s models are wrapped in ``BatchingModel``; a bad file, or the file without
+        ``enable_batching``, raises ``ConfigError``. ``batching`` is then the
+        ``BatchingOptions`` served with (defaults filled in), else None.
     The limits' defaults are ``core.config.ServingConfig``'s (``serving.*`` keys).
     """
 
@@ -53,12 +99,17 @@ class ModelServer:
                  body_timeout_seconds: float = 30.0, worker_threads: int = 16, max_connections: int = 256,
                  model_config_file: str | None = None, model_config_file_poll_wait_seconds: float = 0.0,
                  allow_version_labels_for_unavailable_models: bool = False,
-                 enable_signature_method_name_check: bool = False):
+                 enable_signature_method_name_check: bool = False, enable_batching: bool = False,
+                 batching_parameters_file: str | None = None):
         if rest_port is None and grpc_port is None:
             raise ValueError("at least one of rest_port and grpc_port must be set. Received: both None")
         if model_config_file_poll_wait_seconds < 0:
             raise ValueError("model_config_file_poll_wait_seconds must be >= 0. Received: "
                              f"model_config_file_poll_wait_seconds={model_config_file_poll_wait_seconds}")
+        params = batching_parameters(enable_batching, batching_parameters_file)
+        self.batching = None if params is None else BatchingOptions.from_parameters(params)
+        if params is not None:
+            loader = batching_loader(loader, params)
         models = read_model_config(model_config_file) if model_config_file else None
         self.store = ModelStore(None if models is not None else base_dir, poll_seconds, loader=loader, models=models,
                                 allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models)

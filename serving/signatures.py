@@ -51,9 +51,10 @@ List features (``data.lists``): the representation decision
 input placeholder. ``save_serving_module`` then rewrites ``saved_model.pb`` once: the two
 method names (what TF Serving's Classify/Regress APIs and tfx-bsl's RunInference check), and
 ``classification`` and ``regression`` reading one shared input tensor
-(``classification_inputs:0``), which TF Serving's MultiInference and tfx-bsl's RunInference
-with both signatures at once (a multi-head BulkInferrer) require ("Input tensor must be the
-same for all Signatures").
+(``classification_inputs:0``), which tfx-bsl's RunInference with both signatures at once (a
+multi-head BulkInferrer) requires ("Input tensor must be the same for all Signatures.", as TF
+Serving's MultiInference did before 2.4; since 2.4 it feeds each distinct input tensor, so
+one shared tensor is also parsed once).
 """
 from __future__ import annotations
 
@@ -125,6 +126,77 @@ def _row_lengths(sparse, batch):
                             dtype=tf.int64)
 
 
+class InlinedTransform:
+    """The TF Transform graph of a ``tft.TransformFeaturesLayer`` copied op by op into the
+    ``tf.function`` being traced, instead of called as one opaque function.
+
+    Why: the transform graph TF Transform saves has its control dependencies stripped, so its
+    vocabulary lookups (stateful ops) are not reachable from the function's control outputs;
+    TensorFlow's function inliner then refuses it ("Can't guarantee execution of a
+    side-effectful node"), and in the served graph (TF1 session, as TF Serving runs it) the
+    transform stays a separate function call: its ~400 ops run in a function executor of
+    their own on every request, and grappler optimises them without seeing the caller (no
+    pruning of the outputs the model does not read, no folding with the parse outputs).
+    Copied into the caller (``tf.graph_util.import_graph_def`` of the restored transform
+    function's graph, its inputs mapped to the raw tensors and its captured resources, the
+    vocabulary tables, to the caller's captures of the same handles), the ops get the
+    caller's automatic control dependencies, the whole signature inlines into one graph and
+    grappler prunes and folds across it. The ops, constants and tables are the same, so the
+    outputs are the layer's bit for bit.
+
+    ``__call__(raw, keys)``: raw column -> tensor (``SparseTensor`` for a list) of any subset
+    of the transform's inputs (the others are fed TF Transform's own placeholders for
+    missing inputs, and outputs that depend on them are not produced, as the layer does) ->
+    ``{key: tensor}`` for ``keys``; executing eagerly it calls the layer.
+
+    Raises:
+      ValueError: a key the transform does not produce from the given columns.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self._loader = layer._saved_model_loader  # TF Transform's loaded transform_fn (TF2 SavedModel)
+        self._function = self._loader._wrapped_function
+        self._graph_def = None
+
+    @staticmethod
+    def supports(layer) -> bool:
+        """True for a ``tft.TransformFeaturesLayer`` over a TF2 transform output (the
+        pipeline's); a TF1 transform output, or any other callable, is called as it is."""
+        try:
+            import tensorflow_transform as tft
+        except ImportError:  # pragma: no cover  (a pinned dependency)
+            return False
+        return isinstance(layer, tft.TransformFeaturesLayer) and not layer._saved_model_loader.load_v2_in_compat
+
+    def __call__(self, raw: dict, keys) -> dict:
+        keys = list(keys)
+        loader, fn = self._loader, self._function
+        unfed = loader._get_unfed_input_keys(raw.keys())
+        produced = set(loader._get_fetches_keys(loader._get_feeds(unfed)))
+        missing = [k for k in keys if k not in produced]
+        if missing:
+            raise ValueError(f"the transform graph does not produce model input(s) {missing}")
+        if tf.executing_eagerly():
+            out = self.layer(dict(raw))
+            return {k: out[k] for k in keys}
+        inputs = dict(raw)
+        inputs.update(loader._get_missing_inputs(unfed, batch_size=1))
+        flat = tf.nest.flatten(inputs, expand_composites=True)  # the function's argument order
+        graph = tf.compat.v1.get_default_graph()
+        input_map = {p.name: t for p, t in zip(fn.inputs[:len(flat)], flat)}
+        input_map.update({p.name: graph.capture(c) for p, c in zip(fn.inputs[len(flat):], fn.captured_inputs)})
+        structured = {k: loader.structured_outputs[k] for k in keys}
+        components = tf.nest.flatten(structured, expand_composites=True)
+        if self._graph_def is None:
+            self._graph_def = fn.graph.as_graph_def()
+        imported = tf.graph_util.import_graph_def(self._graph_def, input_map=input_map,
+                                                  return_elements=[t.name for t in components], name="transform")
+        for new, old in zip(imported, components):
+            new.set_shape(old.shape)
+        return tf.nest.pack_sequence_as(structured, imported, expand_composites=True)
+
+
 class ServingModule(tf.Module):
     """Raw features in, per-task probabilities out; see the module docstring for signatures.
 
@@ -138,6 +210,9 @@ class ServingModule(tf.Module):
       classification_task: task whose probability the classify/regress signatures return.
       list_weights: list column -> its weight column (``core.config.weight_columns``); pairs
         whose list is not in ``feature_spec`` are ignored.
+      inline_transform: copy a ``tft.TransformFeaturesLayer``'s graph into the signatures
+        (``InlinedTransform``: same outputs, fewer ops per request) instead of calling it as
+        one function; False exports the layer call as it is (to measure the difference).
 
     Raises:
       ValueError: a column name no signature key can hold, a float ``VarLenFeature`` that is
@@ -145,9 +220,10 @@ class ServingModule(tf.Module):
     """
 
     def __init__(self, tft_layer, keras_model, feature_spec: dict, model_inputs: list[str], classification_task: str,
-                 list_weights: Mapping[str, str] | None = None):
+                 list_weights: Mapping[str, str] | None = None, inline_transform: bool = True):
         super().__init__(name="serving_module")
         self.tft_layer = tft_layer
+        self._inlined = InlinedTransform(tft_layer) if inline_transform and InlinedTransform.supports(tft_layer) else None
         self.model = keras_model
         self._feature_spec = dict(feature_spec)
         bad = [k for k in self._feature_spec if not SIGNATURE_KEY.fullmatch(k)]
@@ -185,13 +261,33 @@ class ServingModule(tf.Module):
         return dict(self._lists)
 
     def _predict(self, raw: dict) -> dict:
+        return self.score(self.transform(raw))
+
+    def transform(self, raw: dict) -> dict:
+        """The TF Transform layer on the raw columns (parsed or from ``predict_raw``): model
+        input name -> transformed tensor (``core.feature_specs.model_input_types`` shapes).
+        A TF Transform layer is copied into the traced graph (``InlinedTransform``) unless
+        ``inline_transform=False``."""
+        if self._inlined is not None:
+            return self._inlined(raw, self._model_inputs)
         transformed = self.tft_layer(dict(raw))
         missing = [k for k in self._model_inputs if k not in transformed]
         if missing:
             raise ValueError(f"the transform graph does not produce model input(s) {missing}")
-        outputs = self.model({k: transformed[k] for k in self._model_inputs}, training=False)
+        return {k: transformed[k] for k in self._model_inputs}
+
+    def score(self, transformed: dict) -> dict:
+        """The Keras serving model on the transformed model inputs: probability output name
+        -> float32 ``[batch]``."""
+        outputs = self.model(transformed, training=False)
         keys = self._outputs if self._outputs is not None else list(outputs)
         return {k: tf.reshape(tf.cast(outputs[k], tf.float32), [-1]) for k in keys}
+
+    def parse(self, examples) -> dict:
+        """Serialized raw ``tf.Example``s ``[batch]`` -> the raw columns of the parsing spec
+        (dense ``[batch]`` scalars, ``SparseTensor`` lists and weight columns), one parse op;
+        a list and its weight column of different lengths fail with ``InvalidArgumentError``."""
+        return self._parse(examples)
 
     def _parse(self, examples):
         parsed = tf.io.parse_example(examples, self._feature_spec)
@@ -321,8 +417,8 @@ def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
     _rewrite_saved_model(export_dir, lambda mg: _set_method_names(mg, methods, export_dir))
 
 
-# The signatures that take one serialized-example input and must share its tensor: TF
-# Serving's MultiInference and tfx-bsl's multi-signature RunInference feed one tensor to all.
+# The signatures that take one serialized-example input and share its tensor: tfx-bsl's
+# multi-signature RunInference (and TF Serving's MultiInference before 2.4) feed one tensor to all.
 SHARED_INPUT_SIGNATURES = ("classification", "regression")
 
 
@@ -334,7 +430,7 @@ def _share_input(mg, names, export_dir: str) -> None:
     input that reads its placeholder is pointed at the first signature's placeholder, its
     placeholder is deleted, and its ``TensorInfo.name`` becomes the first one's. The function
     library (what TF2's ``tf.saved_model.load`` calls) is untouched; the TF1 loader (TF
-    Serving's) then feeds one tensor to all of them.
+    Serving's) can then feed one tensor to all of them.
     """
     missing = [n for n in names if n not in mg.signature_def]
     if missing:

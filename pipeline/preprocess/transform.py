@@ -71,6 +71,8 @@ their raw columns.
 """
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -133,6 +135,57 @@ def _missing_mapped(x):
     return tf.where(tf.equal(x, MISSING_CATEGORY), tf.constant(MISSING_TOKEN), x)
 
 
+def ragged_from_parsed(sparse):
+    """A parsed list as a ``RaggedTensor`` ``(batch, None)``.
+
+    ``sparse`` is what parsing a variable-length feature gives (and what TF Transform feeds
+    the analysis): row-major, the column indices of each row ``0..n-1``. For such input this
+    equals ``tf.RaggedTensor.from_sparse``, built from the row ids alone, without the ops that
+    re-check the ordering on every served request (two asserts in ``tf.cond``s and ~20 slices
+    and comparisons per list)."""
+    return tf.RaggedTensor.from_value_rowids(sparse.values, sparse.indices[:, 0], nrows=sparse.dense_shape[0],
+                                             validate=False)
+
+
+def apply_vocabulary(values, vocabulary, oov_buckets: int, vocab_filename: str):
+    """``tft.apply_vocabulary(values, vocabulary, num_oov_buckets=oov_buckets)``: int64 ids,
+    a value's line in the vocabulary file, an out-of-vocabulary value ``size + hash % oov_buckets``.
+
+    With one OOV bucket (the default) every out-of-vocabulary value gets ``size``, so the
+    lookup is one table op and a select against the vocabulary size (an analysis-time
+    constant, ``tft.experimental.get_vocabulary_size_by_name``) instead of the table op, a
+    string hash, a table-size op, an add, a compare and a select: the same ids."""
+    if oov_buckets != 1:
+        return tft.apply_vocabulary(values, vocabulary, num_oov_buckets=oov_buckets)
+    size = tft.experimental.get_vocabulary_size_by_name(vocab_filename)
+
+    def lookup(x, path):
+        with contextlib.ExitStack() as stack:
+            if tf.inside_function() and (isinstance(path, (str, bytes)) or
+                                         (tf.is_tensor(path) and not tf.is_symbolic_tensor(path))):
+                # The final transform graph gets the vocabulary's path as a constant: the
+                # table is created (and its file read) once, outside the function, as
+                # TF Transform does for its own tables; inside it, every call would re-read it.
+                stack.enter_context(tf.init_scope())
+            table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                path, key_dtype=x.dtype, key_index=tf.lookup.TextFileIndex.WHOLE_LINE, value_dtype=tf.int64,
+                value_index=tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        found = table.lookup(x)
+        return tf.where(found < 0, tf.cast(size, tf.int64), found), size + 1
+
+    return tft.apply_vocabulary(values, vocabulary, lookup_fn=lookup)
+
+
+def z_score(x):
+    """``tft.scale_to_z_score(x)`` of a dense float ``x``: ``(x - mean) / std`` over the
+    training split, ``x - mean`` where ``std`` is 0. The zero guard is applied to the
+    analysis-time constant (``std`` replaced by 1), not per value, so a served request runs a
+    subtract and a divide; the values are TF Transform's bit for bit (a division by 1 is exact)."""
+    mean, var = tft.mean(x), tft.var(x)
+    std = tf.sqrt(var)
+    return (tf.cast(x, mean.dtype) - mean) / tf.where(tf.not_equal(std, 0), std, tf.ones_like(std))
+
+
 def _pad(ragged, length: int, default):
     return ragged.to_tensor(default_value=tf.constant(default, ragged.dtype), shape=[None, length])
 
@@ -163,13 +216,13 @@ def make_preprocessing_fn(cfg):
         # list name -> (ragged values, ragged float32 weights or None)
         ragged = {}
         for f in lists:
-            values = tf.RaggedTensor.from_sparse(inputs[f.name])
+            values = ragged_from_parsed(inputs[f.name])
             weights = None
             if f.weights == WEIGHTS_TOKENS:
                 v, w = split_weight_tokens(values.flat_values)
                 values, weights = values.with_flat_values(v), values.with_flat_values(w)
             elif f.weights:
-                weights = tf.cast(tf.RaggedTensor.from_sparse(inputs[f.weights]), tf.float32)
+                weights = tf.cast(ragged_from_parsed(inputs[f.weights]), tf.float32)
             ragged[f.name] = (values, weights)
 
         def flat(name):
@@ -188,7 +241,7 @@ def make_preprocessing_fn(cfg):
                 top_k=vocab.top_k, frequency_threshold=vocab.min_count if vocab.min_count > 1 else None,
                 vocab_filename=vocabulary_name(owner))
             for m in members:
-                ids[m] = tft.apply_vocabulary(flat(m), vocabulary, num_oov_buckets=vocab.oov_buckets)
+                ids[m] = apply_vocabulary(flat(m), vocabulary, vocab.oov_buckets, vocabulary_name(owner))
 
         for c in categorical:
             outputs[c] = ids[c]
@@ -211,7 +264,7 @@ def make_preprocessing_fn(cfg):
             x = tf.cast(inputs[n], tf.float32)
             if n in log1p:
                 x = signed_log1p(x)
-            outputs[n] = tft.scale_to_z_score(x)
+            outputs[n] = z_score(x)
             if buckets > 0:
                 outputs[n + BUCKET_SUFFIX] = tft.bucketize(x, buckets)
             if ple_bins > 0:

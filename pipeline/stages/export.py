@@ -1,13 +1,16 @@
 """``python -m pipeline export``: the trained teacher or student through ``serving.export``
 (signatures, warmup, the validation gate) into the serving base directory, published as the
-next version only when blessed."""
+next version only when blessed. ``best_under_budget`` (``--model`` or ``export.serve_model``)
+publishes the KD student of distill's frontier with the best mean test AUC whose serving p50
+is within ``export.latency_budget_ms`` (``serving.export.best_under_budget``)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 
-from core.config import ROLES
+from core.config import BEST_UNDER_BUDGET, SERVE_MODELS
+from core.errors import ConfigError
 from core.figures import pyplot, save_figure
 from core.run_dir import RunDir
 from pipeline.stages.base import StageResult, stage
@@ -16,8 +19,9 @@ log = logging.getLogger("pipeline.stages.export")
 
 
 def _arguments(p) -> None:
-    p.add_argument("--model", choices=list(ROLES),
-                   help="which trained model to export (default: export.serve_model, or the teacher when no student exists)")
+    p.add_argument("--model", choices=list(SERVE_MODELS),
+                   help="which trained model to export (default: export.serve_model, or the teacher when no student "
+                        f"exists); {BEST_UNDER_BUDGET}: the best KD student within export.latency_budget_ms")
 
 
 @stage("export", "export a SavedModel for TF Serving through the validation gate",
@@ -27,17 +31,20 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     from serving import versions
     from serving.export import export_model
 
-    role = choose_role(cfg, run_dir, getattr(opts, "model", None))
-    out = export_model(cfg, run_dir, role)
+    role, trained_dir, selection = choose_model(cfg, run_dir, getattr(opts, "model", None))
+    out = export_model(cfg, run_dir, role, trained_dir, selection)
     blessing, version = out["blessing"], out["version"]
     name = cfg.export.model_name
     metrics = {"version": version, "role": role, "skew_max_abs_diff": blessing["checks"]["skew"]["max_abs_diff"],
                "warmup_requests": blessing["checks"]["warmup"]["requests"]}
+    if selection is not None:
+        metrics.update({"student_size": selection["size"], "selection": selection})
     for t, m in blessing["metrics"].items():
         metrics[f"{t}_auc"] = m["auc"]
     plot = _plot(run_dir, blessing, name, version)
+    chosen = f"student `{selection['size']}`, {selection['reason']}" if selection else f"{role} model"
     report = "\n".join([
-        f"Published `{name}` version {version} ({role} model) at `{out['version_dir']}` after the gate:",
+        f"Published `{name}` version {version} ({chosen}) at `{out['version_dir']}` after the gate:",
         "",
         "| check | result |", "|---|---|",
         f"| load (TF1 session loader) | {', '.join(blessing['checks']['load']['signatures'])} |",
@@ -49,7 +56,9 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
                                 for t, m in blessing["metrics"].items()) + " |",
         "", f"![export gate]({plot})",
     ])
-    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"], role, out["example"]),
+    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"],
+                                                       role if selection is None else f"student {selection['size']}: "
+                                                       f"{selection['reason']}", out["example"]),
                        extra={"rows_unit": "test examples (gate)", "raw_columns": out["columns"]})
 
 
@@ -81,6 +90,28 @@ def _message(cfg, run_dir: RunDir, name: str, version: int, final: str, role: st
             f"serve it:   python -m pipeline serve --run-dir {run_dir.root}\n"
             f"query REST: curl -s -X POST http://{host}:{rest}/v1/models/{name}:predict -d '{instance}'\n"
             f"query gRPC: python -m serving.client --grpc {host}:{grpc_port} --model {name} --run-dir {run_dir.root} --rows 3")
+
+
+def choose_model(cfg, run_dir: RunDir, requested: str | None) -> tuple[str, str | None, dict | None]:
+    """(role, trained model directory or None for the role's own, selection record or None).
+
+    ``requested`` (``--model``), else ``export.serve_model``: a role goes through
+    ``choose_role``; ``best_under_budget`` picks from distill's recorded frontier
+    (``serving.export.best_under_budget``) and needs ``export.latency_budget_ms``."""
+    from serving.export import best_under_budget, frontier
+
+    choice = requested or cfg.export.serve_model
+    if choice != BEST_UNDER_BUDGET:
+        return choose_role(cfg, run_dir, requested), None, None
+    budget = cfg.export.latency_budget_ms
+    if budget is None:
+        raise ConfigError(f"export.latency_budget_ms: required with --model {BEST_UNDER_BUDGET}")
+    found = frontier(run_dir)
+    chosen, selection = best_under_budget(found["models"], budget, found.get("batch_size"))
+    path = run_dir.path(chosen["model_dir"])
+    run_dir.require(os.path.join(path, "serving_model"), "distill")
+    log.info("export: %s", selection["reason"])
+    return "student", path, selection
 
 
 def choose_role(cfg, run_dir: RunDir, requested: str | None) -> str:

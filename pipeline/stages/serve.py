@@ -4,9 +4,12 @@ serving base directory (or the models of ``--model_config_file``) until Ctrl-C o
 TF Serving's flags of the same names: ``--model_config_file`` (a ModelServerConfig text
 proto: models, base paths, version policies, version labels; ``serving/tfserving/models.config``),
 ``--model_config_file_poll_wait_seconds`` (re-read it at that interval; 0: once),
-``--allow_version_labels_for_unavailable_models`` and ``--enable_signature_method_name_check``.
-A bad config file, or a version label on a version that is not loaded (without the flag
-allowing it), is one ``error:`` line.
+``--allow_version_labels_for_unavailable_models``, ``--enable_signature_method_name_check``,
+``--enable_batching`` (batch concurrent requests: ``serving.batching``) and
+``--batching_parameters_file`` (a BatchingParameters text proto,
+``serving/tfserving/batching_parameters.txt``; without it TF Serving's defaults). A bad config
+or batching file, the batching file without ``--enable_batching``, or a version label on a
+version that is not loaded (without the flag allowing it), is one ``error:`` line.
 """
 from __future__ import annotations
 
@@ -39,6 +42,12 @@ def _arguments(p) -> None:
     p.add_argument("--enable_signature_method_name_check", "--enable-signature-method-name-check",
                    dest="enable_signature_method_name_check", action="store_true",
                    help="Predict/Classify/Regress check the signature's method_name (TF Serving's flag)")
+    p.add_argument("--enable_batching", "--enable-batching", dest="enable_batching", action="store_true",
+                   help="batch concurrent requests of a signature into one model run (TF Serving's flag; default "
+                        "parameters unless --batching_parameters_file)")
+    p.add_argument("--batching_parameters_file", "--batching-parameters-file", dest="batching_parameters_file",
+                   metavar="FILE", help="BatchingParameters text proto for --enable_batching (TF Serving's flag; "
+                                        "e.g. serving/tfserving/batching_parameters.txt)")
 
 
 @stage("serve", "serve exported models with TF Serving's REST and gRPC APIs", arguments=_arguments, in_run=False)
@@ -66,7 +75,9 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         ("model_config_file", config_file), ("model_config_file_poll_wait_seconds", poll_config),
         ("allow_version_labels_for_unavailable_models", getattr(opts, "allow_version_labels_for_unavailable_models",
                                                                 False)),
-        ("enable_signature_method_name_check", getattr(opts, "enable_signature_method_name_check", False))) if v}
+        ("enable_signature_method_name_check", getattr(opts, "enable_signature_method_name_check", False)),
+        ("enable_batching", getattr(opts, "enable_batching", False)),
+        ("batching_parameters_file", getattr(opts, "batching_parameters_file", None))) if v}
     server = ModelServer(base, s.host, rest_port or None, grpc_port or None, s.poll_seconds, s.max_batch_size,
                          max_body_bytes=s.max_body_bytes, header_timeout_seconds=s.header_timeout_seconds,
                          body_timeout_seconds=s.body_timeout_seconds, worker_threads=s.worker_threads,
@@ -78,6 +89,12 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     log.info("limits: body %d bytes, header/body timeouts %g/%g s, %d worker threads, %d connections "
              "(serving.max_body_bytes, ...; README 'Server limits')", s.max_body_bytes, s.header_timeout_seconds,
              s.body_timeout_seconds, s.worker_threads, s.max_connections)
+    b = getattr(server, "batching", None)
+    if b is not None:
+        log.info("batching on: max_batch_size %d, batch_timeout_micros %d, max_enqueued_batches %d, "
+                 "num_batch_threads %d%s", b.max_batch_size, b.batch_timeout_micros, b.max_enqueued_batches,
+                 b.num_batch_threads, f", allowed_batch_sizes {list(b.allowed_batch_sizes)}"
+                 if b.allowed_batch_sizes else "")
     for n, st in status.items():
         log.info("model %s: %s", n, ", ".join(f"v{s['version']} {s['state']}" for s in st))
     if server.rest_port:

@@ -288,3 +288,82 @@ def test_model_and_student_features_are_checked():
     ok = config_from_dict({"data": _LIST_DATA, "model": {"features": ["price_ple"]},
                            "preprocess": {"numeric": {"piecewise_linear_bins": 8}}})
     assert ok.model.features == ["price_ple"]
+
+
+# ----------------------------------------------------------------------------- distill.sizes, best_under_budget
+
+
+def test_shipped_configs_list_student_sizes_around_the_student():
+    from core.config import CONFIGURED_STUDENT, student_sizes
+
+    for name in ("default.yaml", "census_income.yaml", "every_feature_kind.yaml"):
+        cfg = load_config(os.path.join(REPO, "configs", name))
+        sizes = dict(student_sizes(cfg.distill))
+        assert set(sizes) == {"small", CONFIGURED_STUDENT, "large"}, name
+        assert sizes[CONFIGURED_STUDENT] == cfg.distill.student  # the configured student is one of them
+        dims = [sizes[n].embedding_dim for n in ("small", CONFIGURED_STUDENT, "large")]
+        assert dims == sorted(dims) and len(set(dims)) == 3, name
+        # a size overrides only its own fields: the rest is the student's (e.g. its features)
+        assert sizes["small"].features == cfg.distill.student.features
+        assert sizes["small"].aux == cfg.distill.student.aux
+    cfg = _load()
+    assert (cfg.distill.size_epochs, cfg.distill.latency_batch_size) == (2, 64)
+
+
+def test_default_sizes_halve_and_double_the_student():
+    from core.config import student_sizes
+
+    cfg = _load("distill.sizes=null", "distill.student.embedding_dim=3", "distill.student.bottom_units=[32, 5]",
+                "distill.student.tower_units=[1]")
+    sizes = dict(student_sizes(cfg.distill))
+    assert list(sizes) == ["small", "student", "large"]
+    assert (sizes["small"].embedding_dim, sizes["small"].bottom_units, sizes["small"].tower_units) == (1, [16, 2], [1])
+    assert (sizes["large"].embedding_dim, sizes["large"].bottom_units, sizes["large"].tower_units) == (6, [64, 10], [2])
+    assert [n for n, _ in student_sizes(_load("distill.sizes=[]").distill)] == ["student"]
+
+
+def test_a_size_overrides_only_the_fields_it_sets():
+    from core.config import student_sizes
+
+    cfg = _load("distill.sizes=[{name: wide, bottom_units: [128]}]")
+    (_, student), (name, wide) = student_sizes(cfg.distill)
+    assert name == "wide" and wide.bottom_units == [128]
+    assert (wide.embedding_dim, wide.tower_units) == (student.embedding_dim, student.tower_units)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.sizes=[{embedding_dim: 2}]", r"distill\.sizes\[0\]\.name: required"),
+    ("distill.sizes=[{name: student, embedding_dim: 2}]", r"distill\.sizes\[0\]\.name: 'student' is the configured"),
+    ("distill.sizes=[{name: a, embedding_dim: 2}, {name: a, embedding_dim: 8}]",
+     r"distill\.sizes\[1\]\.name: 'a' is listed twice"),
+    ("distill.sizes=[{name: 'my size', embedding_dim: 2}]", r"distill\.sizes\[0\]\.name: 'my size': use letters"),
+    ("distill.sizes=[{name: same, embedding_dim: 4, tower_units: [8]}]",
+     r"distill\.sizes\[0\] \(same\): the same size as distill\.student"),
+    ("distill.sizes=[{name: a, embedding_dim: 0}]", r"distill\.sizes\[0\]\.embedding_dim: expected a value >= 1"),
+    ("distill.sizes=[{name: a, tower_units: [4, 0]}]", r"distill\.sizes\[0\]\.tower_units: expected a value >= 1"),
+    ("distill.sizes=[{name: a, dropout: 0.1}]", r"unknown key 'distill\.sizes\[0\]\.dropout'"),
+    ("distill.size_epochs=0", r"distill\.size_epochs: expected a value >= 1"),
+    ("distill.latency_batch_size=0", r"distill\.latency_batch_size: expected a value >= 1"),
+])
+def test_bad_student_sizes_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(override)
+
+
+def test_best_under_budget_needs_a_budget_and_the_budget_needs_it():
+    with pytest.raises(ConfigError, match=r"export\.latency_budget_ms: required with export\.serve_model: "
+                                          r"best_under_budget .*latency_batch_size=64"):
+        _load("export.serve_model=best_under_budget")
+    with pytest.raises(ConfigError, match=r"export\.latency_budget_ms: only with export\.serve_model: "
+                                          r"best_under_budget \(serve_model is 'student'\)"):
+        _load("export.latency_budget_ms=2.5")
+    with pytest.raises(ConfigError, match=r"export\.latency_budget_ms: expected a value > 0"):
+        _load("export.serve_model=best_under_budget", "export.latency_budget_ms=0")
+    with pytest.raises(ConfigError, match=r"best_under_budget picks among distill's students, but distill\.enabled"):
+        _load("export.serve_model=best_under_budget", "export.latency_budget_ms=2", "distill.enabled=false")
+    with pytest.raises(ConfigError, match=r"export\.serve_model: expected one of \['teacher', 'student', "
+                                          r"'best_under_budget'\]"):
+        _load("export.serve_model=fastest")
+    cfg = _load("export.serve_model=best_under_budget", "export.latency_budget_ms=2")
+    assert (cfg.export.serve_model, cfg.export.latency_budget_ms) == ("best_under_budget", 2.0)
+    assert config_from_dict(config_to_dict(cfg)).export == cfg.export  # round-trips through run-dir config.yaml

@@ -195,3 +195,69 @@ def test_serving_module_names_a_column_no_signature_key_can_hold():
     spec = {"user country": tf.io.FixedLenFeature([], tf.string, default_value="")}
     with pytest.raises(ValueError, match=r"\['user country'\] cannot be predict_raw signature keys"):
         ServingModule(_StrictTransform(["user country"], []), None, spec, ["user country"], "click")
+
+
+def _executed_call_ops(export_dir: str, examples: list) -> list[str]:
+    """The function-call nodes (PartitionedCall / StatefulPartitionedCall) the TF1 session
+    still executes for one serving_default run: what the inliner left as separate calls."""
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+        sig = meta.signature_def["serving_default"]
+        fetches = [graph.get_tensor_by_name(v.name) for v in sig.outputs.values()]
+        feed = {graph.get_tensor_by_name(sig.inputs["examples"].name): examples}
+        sess.run(fetches, feed)  # the first run optimises the graph
+        metadata = tf.compat.v1.RunMetadata()
+        sess.run(fetches, feed, options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+                 run_metadata=metadata)
+    ops = {n.node_name: n.timeline_label.split(" = ", 1)[-1].split("(", 1)[0]
+           for d in metadata.step_stats.dev_stats for n in d.node_stats}
+    assert "ParseExampleV2" in ops.values()  # the trace lists the executed ops
+    return [name for name, op in ops.items() if op in ("PartitionedCall", "StatefulPartitionedCall")]
+
+
+def test_the_tf_transform_graph_is_inlined_and_scores_as_the_layer_call(list_run, tmp_path):
+    """The pipeline's TF Transform layer is copied into the signatures (``InlinedTransform``):
+    in the TF1 session TF Serving runs, no function call is left (called as one function, the
+    layer is one: TF's inliner refuses TF Transform's saved function), and the scores are the
+    layer call's, in serving_default and predict_raw."""
+    from core.config import weight_columns
+    from core.feature_specs import encode_raw_example
+    from serving.export import serving_parts
+    from serving.raw_examples import read_split, to_columns
+    from serving.signatures import ServingModule, save_serving_module
+
+    cfg = list_run.cfg
+    parts = serving_parts(cfg, list_run.run_dir, "teacher")
+    assert parts.module._inlined is not None
+    called = ServingModule(parts.module.tft_layer, parts.keras_model, parts.feature_spec, parts.info.model_inputs,
+                           "click", list_weights=weight_columns(cfg.data), inline_transform=False)
+    assert called._inlined is None
+    dirs = {"inlined": str(tmp_path / "inlined"), "called": str(tmp_path / "called")}
+    save_serving_module(parts.module, dirs["inlined"])
+    save_serving_module(called, dirs["called"])
+    rows = read_split(cfg, *list_run.run_dir.raw_input(cfg), "test", 40)
+    examples = [encode_raw_example(cfg, r["features"]) for r in rows]
+
+    assert _executed_call_ops(dirs["inlined"], examples) == []
+    assert any("transform_features_layer" in n for n in _executed_call_ops(dirs["called"], examples))
+    out = {}
+    for name, d in dirs.items():
+        m = SessionModel(d)
+        try:
+            out[name] = (m.run("serving_default", {"examples": examples}),
+                         m.run("predict_raw", to_columns(cfg, rows, list(m.signatures["predict_raw"].inputs))))
+        finally:
+            m.close()
+    for i in range(2):
+        assert set(out["inlined"][i]) == set(out["called"][i]) == set(parts.module.output_names)
+        for k in out["called"][i]:
+            np.testing.assert_allclose(out["inlined"][i][k], out["called"][i][k], atol=1e-6)
+            assert np.std(out["inlined"][i][k]) > 0  # real scores, not a constant
+
+
+def test_a_transform_that_is_not_a_tf_transform_layer_is_called_as_it_is():
+    from serving.signatures import InlinedTransform
+
+    assert not InlinedTransform.supports(_StrictTransform(["a"], []))
+    assert not InlinedTransform.supports(lambda raw: raw)

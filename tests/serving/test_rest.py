@@ -53,11 +53,14 @@ def test_status_and_metadata(server):
      # TF Serving's json_tensor.cc text (AddValueToTensor's TypeError, wrapped per instance)
      "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
      "JSON Value: \"a\" Type: String is not of expected type: float"),
-    ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "inputs": {"y": [1.0]}}', 400, "missing"),
-    ("POST", "/v1/models/tiny:predict", b'{"instances": [{"b64": "AA=="}], "inputs": []}', 400, "either"),
+    ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "inputs": {"y": [1.0]}}', 400,
+     "Missing named input: x in 'inputs' object."),
+    ("POST", "/v1/models/tiny:predict", b'{"instances": [{"b64": "AA=="}], "inputs": []}', 400,
+     "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
     ("POST", "/v1/models/tiny:predict", b'{"signature_name": "predict_raw", "instances": [1,2,3,4,5,6,7,8,9]}', 400,
      "maximum input batch size 8"),
-    ("POST", "/v1/models/tiny:classify", b'{"examples": [{"x": 1.0}]}', 400, "classification signature"),
+    ("POST", "/v1/models/tiny:classify", b'{"examples": [{"x": 1.0}]}', 400, "No classification inputs found"),
+    ("POST", "/v1/models/tiny:predict", b'{"instances": []}', 400, "No values in 'instances' array"),
     ("POST", "/v1/models/tiny:explain", b"{}", 400, "Malformed request"),
 ])
 def test_bad_requests_get_4xx_and_server_keeps_serving(server, method, path, body, code, fragment):

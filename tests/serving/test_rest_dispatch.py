@@ -1,9 +1,10 @@
 """``serving.rest.RestHandler.dispatch(method, path, body) -> (status, dict)`` without a socket.
 
-Routes and error shaping as TF Serving's REST API documents them: every failure is
-``{"error": message}`` with the HTTP code of its canonical status (400 invalid argument,
-404 not found, 429 resource exhausted, 503 unavailable, 500 internal); anything that does
-not match a route is ``400 "Malformed request: METHOD PATH"``. Most tests run a real
+Routes and error shaping as TF Serving 2.19's ``http_rest_api_handler.cc`` has them: every
+failure is ``{"error": message}`` with the HTTP code of its canonical status (400 invalid
+argument, 404 not found, 429 resource exhausted, 503 unavailable, 500 internal, ...);
+anything under ``/v1/`` that does not match a route is ``400 "Malformed request: METHOD
+PATH"``, anything else libevent's 404 page. Most tests run a real
 ``ServingApi`` over the tiny SavedModel (``tiny_base``: model ``tiny`` version 1, signatures
 ``serving_default`` over ``examples`` and ``predict_raw`` over ``x``; batch limit 4 here);
 the status table, internal errors and classify/regress response shapes use a fake API.
@@ -53,27 +54,35 @@ def error_of(response, code) -> str:
 
 
 class FakeApi:
-    """Records calls; ``status`` raises ``fail`` when set; classify/regress return canned arrays."""
+    """Records calls (with the ``label=`` last when given); ``status`` raises ``fail`` when
+    set; classify/regress return canned arrays."""
 
     def __init__(self, fail=None, status=None):
         self.fail, self._status, self.calls = fail, status or [], []
 
-    def status(self, name, version=None):
-        self.calls.append(("status", name, version))
+    def _record(self, *call, **kw):
+        self.calls.append(call + ((kw["label"],) if "label" in kw else ()))
+
+    def status(self, name, version=None, **kw):
+        self._record("status", name, version, **kw)
         if self.fail is not None:
             raise self.fail
         return self._status
 
-    def classify(self, name, version, signature, examples):
-        self.calls.append(("classify", name, version, signature, examples))
+    def metadata(self, name, version, **kw):
+        self._record("metadata", name, version, **kw)
+        return 3, {}
+
+    def classify(self, name, version, signature, examples, **kw):
+        self._record("classify", name, version, signature, examples, **kw)
         return 3, signature, np.array([[0.25, 0.75]], np.float32), np.array([[b"0", b"1"]], dtype=object)
 
-    def regress(self, name, version, signature, examples):
-        self.calls.append(("regress", name, version, signature, examples))
+    def regress(self, name, version, signature, examples, **kw):
+        self._record("regress", name, version, signature, examples, **kw)
         return 3, signature, np.array([0.25, 0.5], np.float32)
 
-    def predict(self, name, version, signature, inputs):
-        self.calls.append(("predict", name, version, signature))
+    def predict(self, name, version, signature, inputs, **kw):
+        self._record("predict", name, version, signature, **kw)
         feed = inputs(Signature("tensorflow/serving/predict", {"x": None}, {"p": None}))
         return 3, signature, {"p": np.asarray(feed["x"], np.float32) * 2}
 
@@ -104,8 +113,12 @@ def test_status_of_a_failed_version_reports_unknown_error_code():
         "error_code": "UNKNOWN", "error_message": "OSError: no saved_model.pb"}}]}
 
 
-def test_query_string_is_ignored_by_the_router(handler):
-    assert call(handler, "GET", "/v1/models/tiny?verbose=1")[0] == 200
+def test_the_query_string_is_part_of_the_routed_path_as_in_tf_serving(handler):
+    # net_http's uri_path() is the path and the query: the model name matches "tiny?verbose=1".
+    assert error_of(call(handler, "GET", "/v1/models/tiny?verbose=1"), 404) == (
+        "Could not find any versions of model tiny?verbose=1")
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict?x=1", {"instances": [1.0]}), 400) == (
+        "Malformed request: POST /v1/models/tiny:predict?x=1")
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -114,8 +127,12 @@ def test_metadata_get_returns_model_spec_and_signature_defs(handler):
     assert status == 200
     assert body["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert set(defs) == {"serving_default", "predict_raw"}
+    assert set(defs) == {"serving_default", "predict_raw", "__saved_model_init_op"}
     assert defs["predict_raw"]["inputs"]["x"]["dtype"] == "DT_FLOAT"
+    # TF Serving's printer: default-valued fields too, int64 as strings, oneof fields last
+    assert defs["predict_raw"]["inputs"]["x"] == {"dtype": "DT_FLOAT", "tensor_shape": {
+        "dim": [{"size": "-1", "name": ""}], "unknown_rank": False}, "name": "predict_raw_x:0"}
+    assert list(defs["predict_raw"]) == ["inputs", "outputs", "method_name", "defaults"]
 
 
 def test_metadata_of_a_pinned_version_names_it(handler):
@@ -183,12 +200,31 @@ def test_predict_on_an_unknown_signature_is_400(handler):
 
 def test_signature_name_that_is_not_a_string_is_400(handler):
     body = {"signature_name": 3, "instances": [1.0]}
-    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == "'signature_name' must be a string"
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == (
+        'JSON Value: {\n    "signature_name": 3,\n    "instances": [1.0]\n} not formatted correctly. '
+        "'signature_name' key must be a string value.")
 
 
 def test_predict_with_both_instances_and_inputs_is_400(handler):
     body = {"instances": [1.0], "inputs": [1.0]}
-    assert "not both" in error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400)
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == (
+        'JSON Value: {\n    "instances": [1.0],\n    "inputs": [1.0]\n} Not formatted correctly expecting only one '
+        "of 'inputs' or 'instances' keys to exist ")
+
+
+@pytest.mark.parametrize("body,expected", [
+    ({"instances": []}, "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
+    ({"instances": {"x": 1.0}}, 'JSON Value: {\n    "instances": {\n        "x": 1.0\n    }\n} Expecting '
+                                "'instances' to be an list/array"),
+])
+def test_empty_or_non_list_instances_are_400_with_tf_servings_message(handler, body, expected):
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == expected
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+def test_empty_examples_are_400_with_tf_servings_message(verb):
+    message = error_of(RestHandler(FakeApi()).dispatch("POST", f"/v1/models/m:{verb}", b'{"examples": []}'), 400)
+    assert message == "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"
 
 
 def test_predict_batch_over_the_limit_is_400(handler):
@@ -230,12 +266,14 @@ def test_classify_passes_version_signature_and_serialized_examples_to_the_api():
 
 def test_classify_on_a_predict_signature_is_400(handler):
     message = error_of(call(handler, "POST", "/v1/models/tiny:classify", {"examples": [{"x": 1.0}]}), 400)
-    assert message.startswith("Expected classification signature method_name to be tensorflow/serving/classify.")
+    assert message.startswith("No classification inputs found in SignatureDef:")
 
 
 def test_regress_without_examples_is_400(handler):
     message = error_of(call(handler, "POST", "/v1/models/tiny:regress", {"instances": [1.0]}), 400)
-    assert "Missing or malformed 'examples' key" in message
+    # TF Serving's text, "classify" for both verbs (FillClassifyRegressRequestFromJson)
+    assert message == ("JSON Value: {\n    \"instances\": [1.0]\n} When method is classify, key 'examples' is "
+                       "expected and was not found")
 
 
 # ----------------------------------------------------------------------------- routing errors
@@ -245,18 +283,101 @@ def test_regress_without_examples_is_400(handler):
     ("POST", "/v1/models/tiny"),  # status is GET only
     ("POST", "/v1/models/tiny/metadata"),  # metadata is GET only
     ("PUT", "/v1/models/tiny"),
+    ("DELETE", "/v1/models/tiny"),
+    ("HEAD", "/v1/models/tiny"),
     ("GET", "/v1/models/tiny/versions/latest"),  # versions are integers
     ("GET", "/v1/models/tiny/"),
-    ("GET", "/v2/models/tiny"),
-    ("GET", "/"),
+    ("POST", "/V1/MODELS/tiny:PREDICT"),  # the regex matches case-insensitively, the verb is compared as written
+    ("GET", "/v1/other"),
 ])
-def test_unrouted_requests_are_400_malformed_request(handler, method, path):
+def test_unrouted_requests_under_v1_are_400_malformed_request(handler, method, path):
     assert error_of(call(handler, method, path), 400) == f"Malformed request: {method} {path}"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe", b"[1.0]", b'"instances"', b"null"])
-def test_body_that_is_not_a_json_object_is_400_json_parse_error(handler, body):
-    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400).startswith("JSON Parse error")
+@pytest.mark.parametrize("path", ["/v2/models/tiny", "/", "/models/tiny:predict"])
+def test_paths_outside_v1_are_libevents_404_page(handler, path):
+    reply = handler.respond("GET", path, b"")
+    assert (reply.code, reply.content_type) == (404, "text/html") and b"<H1>Not Found</H1>" in reply.body
+
+
+@pytest.mark.parametrize("method,code", [("TRACE", 501), ("CONNECT", 501), ("FETCH", 400), ("get", 400)])
+def test_methods_libevent_refuses_get_its_page(handler, method, code):
+    reply = handler.respond(method, "/v1/models/tiny", b"")
+    assert (reply.code, reply.content_type) == (code, "text/html")
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/V1/MODELS/tiny:predict", 200), ("/v1/Models/tiny/Versions/1:predict", 200),
+    ("/v1/models/tiny/VERSIONS/1/metadata", 200), ("/V1/models/tiny", 200)])
+def test_routes_match_case_insensitively(handler, path, status):
+    method = "POST" if ":" in path else "GET"
+    body = {"signature_name": "predict_raw", "instances": [0.0]} if method == "POST" else b""
+    assert call(handler, method, path, body)[0] == status
+
+
+def test_an_uppercase_metadata_suffix_is_the_status_request_as_in_tf_serving(handler):
+    status, body = call(handler, "GET", "/v1/models/tiny/METADATA")
+    assert status == 200 and list(body) == ["model_version_status"]
+
+
+def test_a_missing_model_name_is_400(handler):
+    assert error_of(call(handler, "GET", "/v1/models"), 400) == "Missing model name in request."
+
+
+def test_a_version_beyond_int64_is_400(handler):
+    message = error_of(call(handler, "GET", "/v1/models/tiny/versions/99999999999999999999"), 400)
+    assert message == "Failed to convert version: 99999999999999999999 to numeric."
+
+
+def test_model_names_and_labels_are_percent_decoded():
+    api = FakeApi(status=[{"version": 1, "state": "AVAILABLE", "error": ""}])
+    RestHandler(api).dispatch("GET", "/v1/models/my%20model/labels/can%61ry", b"")
+    assert api.calls == [("status", "my model", None, "canary")]
+
+
+@pytest.mark.parametrize("path,call_", [
+    ("/v1/models/m/labels/stable:predict", ("predict", "m", None, "s", "stable")),
+    ("/v1/models/m/labels/stable:classify", ("classify", "m", None, "s", "stable")),
+    ("/v1/models/m/labels/stable:regress", ("regress", "m", None, "s", "stable")),
+])
+def test_label_routes_pass_the_label_to_the_api(path, call_):
+    api = FakeApi()
+    body = {"signature_name": "s", "inputs": [1.0]} if path.endswith("predict") else {"signature_name": "s",
+                                                                                        "examples": [{"x": 1.0}]}
+    assert RestHandler(api).dispatch("POST", path, json.dumps(body).encode())[0] == 200
+    assert api.calls[0][:4] + (api.calls[0][-1],) == call_
+
+
+def test_label_routes_for_status_and_metadata_pass_the_label():
+    api = FakeApi(status=[{"version": 3, "state": "AVAILABLE", "error": ""}])
+    handler = RestHandler(api)
+    assert handler.dispatch("GET", "/v1/models/m/labels/canary", b"")[0] == 200
+    assert handler.dispatch("GET", "/v1/models/m/labels/canary/metadata", b"")[1]["model_spec"] == {
+        "name": "m", "signature_name": "", "version": "3"}
+    assert api.calls == [("status", "m", None, "canary"), ("metadata", "m", None, "canary")]
+
+
+@pytest.mark.parametrize("origin,code", [("https://app.example", 200), ("http://x", 200), ("app.example", 400),
+                                         (None, 400)])
+def test_a_cors_preflight_is_answered_with_an_empty_body(handler, origin, code):
+    headers = {"origin": [origin]} if origin else {}
+    reply = handler.respond("OPTIONS", "/v1/models/tiny:predict", b"", headers)
+    assert (reply.code, reply.body, reply.content_type) == (code, b"", None)
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b"", "JSON Parse error: The document is empty"),
+    (b"[1.0]", "JSON Value: [1.0] Is not object"),
+    (b'"instances"', 'JSON Value: "instances" Is not object'),
+    (b"null", "JSON Value: null Is not object"),
+])
+def test_a_body_that_is_not_a_json_object_is_400_with_tf_servings_message(handler, body, expected):
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400) == expected
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b'{"instances": [1.0]'])
+def test_a_body_that_is_not_json_is_400_json_parse_error(handler, body):
+    assert error_of(call(handler, "POST", "/v1/models/tiny:predict", body), 400).startswith("JSON Parse error: ")
 
 
 def test_deeply_nested_instances_are_400(handler):
@@ -275,9 +396,12 @@ def test_request_errors_get_their_http_code_and_error_body(status, http):
         http, {"error": "why"})
 
 
-def test_http_table_covers_every_status():
-    assert {s: c[0] for s, c in CODES.items()} == {
-        INVALID_ARGUMENT: 400, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 429, UNAVAILABLE: 503, INTERNAL: 500}
+def test_http_codes_are_tf_servings_for_the_statuses_rest_meets():
+    # http_server.cc ToHTTPStatusCode
+    assert {s: CODES[s][0] for s in (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL,
+                                      "FAILED_PRECONDITION", "UNIMPLEMENTED", "DEADLINE_EXCEEDED")} == {
+        INVALID_ARGUMENT: 400, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 429, UNAVAILABLE: 503, INTERNAL: 500,
+        "FAILED_PRECONDITION": 400, "UNIMPLEMENTED": 501, "DEADLINE_EXCEEDED": 504}
 
 
 def test_unexpected_exception_is_500_with_type_and_message():

@@ -1,8 +1,9 @@
 """The export's classification and regression signatures share one input tensor.
 
-TF Serving's MultiInference and tfx-bsl's RunInference with several signatures (a multi-head
-BulkInferrer) feed one tensor to every signature and refuse an export whose signatures have
-different input tensors ("Input tensor must be the same for all Signatures.").
+tfx-bsl's RunInference with several signatures (a multi-head BulkInferrer) feeds one tensor
+to every signature and refuses an export whose signatures have different input tensors
+("Input tensor must be the same for all Signatures.", as TF Serving's MultiInference did
+before 2.4).
 """
 import os
 
