@@ -42,6 +42,7 @@ import argparse
 import base64
 import json
 import os
+import queue
 import shutil
 import socket
 import sys
@@ -186,7 +187,14 @@ class ServerProcess:
         ports, self._stop = ctx.Queue(), ctx.Event()
         self._proc = ctx.Process(target=_server_process, args=(base, grpc, params_path, ports, self._stop))
         self._proc.start()
-        got = ports.get(timeout=600)
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                got = ports.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._proc.is_alive() or time.monotonic() > deadline:
+                    raise SystemExit("the server process ended before serving (see its log above)") from None
         if got is None:
             raise SystemExit("the export did not load")
         self.rest_port, self.grpc_port = got

@@ -464,6 +464,8 @@ class BatchingModel:
 
 def _own_copy(error: Exception) -> Exception:
     """A copy of a batch's error for one waiting thread (each raises its own object)."""
+    if isinstance(error, RequestError):
+        return RequestError(error.status, error.message)
     try:
         return copy.copy(error)
     except Exception:  # noqa: BLE001  (an exception type that does not copy: share it)

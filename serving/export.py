@@ -108,11 +108,10 @@ def serving_parts(cfg, run_dir: RunDir, role: str, model_dir: str | None = None,
     """The ``ServingModule`` of the ``role``'s trained model (in ``model_dir``, default
     ``run_dir.model_dir(role)``) over the run's TF Transform output, restricted to the raw
     columns its features need; nothing is written. ``keras_model``: that model's serving
-    model already loaded in this process (default: loaded from ``model_dir``); pass it when
-    the process has loaded and called it before: a second loaded copy of a teacher with list
-    features can capture the first copy's variables in its traced signatures, which
-    ``tf.saved_model.save`` then refuses. ``InputError`` naming the stage to run when an input
-    is missing, ``ExportError`` when the module cannot be built."""
+    model if this process has loaded it already (default: loaded from ``model_dir``), so the
+    module wraps the very model that was evaluated and one copy is held. ``InputError``
+    naming the stage to run when an input is missing, ``ExportError`` when the module cannot
+    be built."""
     import tensorflow_transform as tft
     import tf_keras
 
