@@ -24,13 +24,17 @@ in the TF1 session path (``serving.serving_cost``: ``tf.compat.v1.saved_model.lo
    train rows of the run; a run preprocessed before the lean preprocessing_fn still serves
    its own, older graph), all variants interleaved.
 
+5. with ``--sizes small,large``: the KD students of those extra sizes (``students/<size>``) join
+   the current export's breakdown and rounds, each with its p50 ratio to the teacher against
+   the same goals (a size may read fewer features than the student: ``distill.sizes``).
+
 Prints the tables and writes the numbers as JSON (``--json``; ``bench/run_all.py`` can store
 them under the key ``serving_cost``).
 
 Usage::
 
     python bench/serving_cost.py [--run-dir /tmp/default_run] [--calls 100] [--rounds 5] [--before-after]
-        [--retransform-rows 20000 | --transform-output DIR] [--json /tmp/serving_cost.json]
+        [--retransform-rows 20000 | --transform-output DIR] [--sizes small,large] [--json /tmp/serving_cost.json]
 """
 from __future__ import annotations
 
@@ -73,10 +77,12 @@ def serialized_test_rows(cfg, run_dir, n: int) -> list[bytes]:
     return [encode_raw_example(cfg, r["features"]) for r in rows]
 
 
-def build_modules(cfg, run_dir, inline_transform: bool = True, transform_output_dir: str | None = None) -> dict:
-    """role -> the ``ServingModule`` export builds for the run's trained teacher and student
-    (``serving.export.serving_parts``); with ``inline_transform=False`` the TF Transform layer
-    is called as one function (the export before the lean front end); with
+def build_modules(cfg, run_dir, inline_transform: bool = True, transform_output_dir: str | None = None,
+                  sizes: tuple = ()) -> dict:
+    """name -> the ``ServingModule`` export builds for the run's trained teacher and student
+    (``serving.export.serving_parts``), and for the KD student of each extra size in ``sizes``
+    (``students/<size>``, named by its size); with ``inline_transform=False`` the TF Transform
+    layer is called as one function (the export before the lean front end); with
     ``transform_output_dir`` over that TF Transform output instead of the run's."""
     import tensorflow_transform as tft
 
@@ -85,11 +91,13 @@ def build_modules(cfg, run_dir, inline_transform: bool = True, transform_output_
     from serving.signatures import ServingModule
 
     modules = {}
-    for role in ROLES:
-        if not os.path.exists(os.path.join(run_dir.model_dir(role), "serving_model")):
-            raise InputError(f"no trained {role} under {run_dir.model_dir(role)} (run "
+    models = [(role, role, run_dir.model_dir(role)) for role in ROLES]
+    models += [(size, "student", run_dir.student_size_dir(size)) for size in sizes]
+    for name, role, model_dir in models:
+        if not os.path.exists(os.path.join(model_dir, "serving_model")):
+            raise InputError(f"no trained {name} under {model_dir} (run "
                              f"`python -m pipeline {'train' if role == 'teacher' else 'distill'}` first)")
-        parts = serving_parts(cfg, run_dir, role)
+        parts = serving_parts(cfg, run_dir, role, model_dir)
         module = parts.module
         if not inline_transform or transform_output_dir:
             layer = (tft.TFTransformOutput(transform_output_dir).transform_features_layer() if transform_output_dir
@@ -97,7 +105,7 @@ def build_modules(cfg, run_dir, inline_transform: bool = True, transform_output_
             module = ServingModule(layer, parts.keras_model, parts.feature_spec, parts.info.model_inputs,
                                    cfg.export.classification_task or cfg.task_names[0],
                                    list_weights=weight_columns(cfg.data), inline_transform=inline_transform)
-        modules[role] = module
+        modules[name] = module
     return modules
 
 
@@ -173,7 +181,7 @@ VARIANTS = {"": "the run's TF Transform output, inlined into the signatures (the
 
 
 def bench(run_dir_path: str, batch_sizes, calls: int, rounds: int, rows: int, before_after: bool,
-          retransform_rows: int = 0, transform_output: str | None = None) -> dict:
+          retransform_rows: int = 0, transform_output: str | None = None, sizes: tuple = ()) -> dict:
     from core.run_dir import RunDir
     from serving import serving_cost
     from serving.signatures import save_serving_module
@@ -183,7 +191,7 @@ def bench(run_dir_path: str, batch_sizes, calls: int, rounds: int, rows: int, be
     serialized = serialized_test_rows(cfg, run_dir, rows)
     scratch = tempfile.mkdtemp(prefix="bench-serving-cost-")
     try:
-        groups = {"": build_modules(cfg, run_dir)}
+        groups = {"": build_modules(cfg, run_dir, sizes=sizes)}
         if before_after:
             groups["_layer_call"] = build_modules(cfg, run_dir, inline_transform=False)
         if retransform_rows or transform_output:
@@ -198,6 +206,7 @@ def bench(run_dir_path: str, batch_sizes, calls: int, rounds: int, rows: int, be
             dirs[name] = os.path.join(scratch, "exports", name)
             save_serving_module(module, dirs[name])
         pairs = {f"student/teacher{suffix}": (f"student{suffix}", f"teacher{suffix}") for suffix in groups}
+        pairs.update({f"{size}/teacher": (size, "teacher") for size in sizes})
         for suffix in groups:
             if suffix:
                 pairs.update({f"{role}{suffix}/{role}": (f"{role}{suffix}", role) for role in ROLES})
@@ -207,18 +216,23 @@ def bench(run_dir_path: str, batch_sizes, calls: int, rounds: int, rows: int, be
     goals = {f"{bs}{suffix}": {"goal": g, "student/teacher_median": ratios[bs]["ratios"][f"student/teacher{suffix}"]["median"],
                                "met": ratios[bs]["ratios"][f"student/teacher{suffix}"]["median"] <= g}
              for bs, g in GOALS.items() if bs in ratios for suffix in groups}
+    size_goals = {f"{bs}:{size}": {"goal": g, "size/teacher_median": ratios[bs]["ratios"][f"{size}/teacher"]["median"],
+                                   "met": ratios[bs]["ratios"][f"{size}/teacher"]["median"] <= g}
+                  for bs, g in GOALS.items() if bs in ratios for size in sizes}
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
-    tables = {suffix or "current": serving_cost.breakdown_table(
-        {"batches": {bs: {r: per[f"{r}{suffix}"] for r in ROLES} for bs, per in breakdown["batches"].items()}},
-        list(ROLES)) for suffix in groups}
+    tables = {}
+    for suffix in groups:
+        names = [f"{r}{suffix}" for r in ROLES] + (list(sizes) if not suffix else [])
+        tables[suffix or "current"] = serving_cost.breakdown_table(
+            {"batches": {bs: {n: per[n] for n in names} for bs, per in breakdown["batches"].items()}}, names)
     return {"run_dir": run_dir.root, "cpus": os.cpu_count(), "load_average_1m_at_end": load,
             "serialized_rows": len(serialized), "path": breakdown["path"], "threads": 1,
             "variants": {f"<role>{k}": v for k, v in VARIANTS.items() if k in groups},
             "retransform_rows": retransform_rows, "transform_output": transform_output, "breakdown": breakdown, "breakdown_tables": tables,
-            "ratios": ratios, "goals": goals}
+            "sizes": list(sizes), "ratios": ratios, "goals": goals, "size_goals": size_goals}
 
 
 def _print(report: dict) -> None:
@@ -238,6 +252,10 @@ def _print(report: dict) -> None:
     for bs, g in report["goals"].items():
         print(f"goal batch {bs}: student/teacher <= {g['goal']}: median {g['student/teacher_median']:.3f} "
               f"({'met' if g['met'] else 'not met'})")
+    for key, g in report.get("size_goals", {}).items():
+        bs, size = key.split(":")
+        print(f"goal batch {bs} for size {size}: {size}/teacher <= {g['goal']}: median "
+              f"{g['size/teacher_median']:.3f} ({'met' if g['met'] else 'not met'})")
 
 
 def main(argv=None) -> int:
@@ -254,6 +272,9 @@ def main(argv=None) -> int:
     p.add_argument("--transform-output", metavar="DIR",
                    help="instead of --retransform-rows: a TF Transform output of the current preprocessing_fn for "
                         "this run's config (e.g. written by an earlier --retransform-rows run's retransform())")
+    p.add_argument("--sizes", default="", metavar="A,B",
+                   help="also time the KD students of these extra sizes (students/<size>, distill.sizes) against "
+                        "the teacher, in the current export")
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     args = p.parse_args(argv)
     import logging
@@ -267,7 +288,8 @@ def main(argv=None) -> int:
         p.error("--batch-sizes, --calls and --rounds must be >= 1")
     try:
         report = bench(os.path.abspath(args.run_dir), sizes, args.calls, args.rounds, args.rows, args.before_after,
-                       args.retransform_rows, args.transform_output and os.path.abspath(args.transform_output))
+                       args.retransform_rows, args.transform_output and os.path.abspath(args.transform_output),
+                       tuple(x.strip() for x in args.sizes.split(",") if x.strip()))
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -455,6 +455,10 @@ class StudentSizeConfig:
     embedding_dim: Optional[int] = _f(None, lo=1)
     bottom_units: Optional[list[int]] = _f(None, lo=1)
     tower_units: Optional[list[int]] = _f(None, lo=1)
+    # The model features this size reads (a subset of the teacher's; None: the student's). A
+    # size that skips a costly feature (a long sequence) is exported with fewer raw columns:
+    # less to parse and transform per request, which is most of a small model's serving cost.
+    features: Optional[list[str]] = None
 
 
 @dataclass
@@ -721,7 +725,10 @@ def _validate_model_features(cfg: "PipelineConfig") -> None:
     """``model.features`` / ``distill.student.features``: known names; attention needs its target."""
     known = model_feature_names(cfg)
     teacher = cfg.model.features or known
-    for m, where, allowed in ((cfg.model, "model", known), (cfg.distill.student, "distill.student", teacher)):
+    models = [(cfg.model, "model", known), (cfg.distill.student, "distill.student", teacher)]
+    models += [(m, f"distill.sizes[{i}]", teacher) for i, (z, (_, m)) in
+               enumerate(zip(cfg.distill.sizes or [], student_sizes(cfg.distill)[1:])) if z.features is not None]
+    for m, where, allowed in models:
         bad = [n for n in m.features if n not in allowed]
         if bad:
             scope = "the model features" if where == "model" else "the teacher's features (model.features)"
@@ -746,7 +753,7 @@ def student_sizes(d: "DistillConfig") -> list[tuple[str, "ModelConfig"]]:
         return [("small", scaled(0.5)), (CONFIGURED_STUDENT, s), ("large", scaled(2))]
     out = [(CONFIGURED_STUDENT, s)]
     for z in d.sizes:
-        changes = {k: getattr(z, k) for k in ("embedding_dim", "bottom_units", "tower_units")
+        changes = {k: getattr(z, k) for k in ("embedding_dim", "bottom_units", "tower_units", "features")
                    if getattr(z, k) is not None}
         out.append((z.name, dataclasses.replace(s, **changes)))
     return out
@@ -769,9 +776,9 @@ def _validate_sizes(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{where}: {z.name!r} is listed twice")
         names.append(z.name)
         if all(getattr(z, k) in (None, getattr(cfg.distill.student, k))
-               for k in ("embedding_dim", "bottom_units", "tower_units")):
-            raise ConfigError(f"distill.sizes[{i}] ({z.name}): the same size as distill.student (set "
-                              f"embedding_dim, bottom_units or tower_units to differ)")
+               for k in ("embedding_dim", "bottom_units", "tower_units", "features")):
+            raise ConfigError(f"distill.sizes[{i}] ({z.name}): the same model as distill.student (set "
+                              f"embedding_dim, bottom_units, tower_units or features to differ)")
     e = cfg.export
     if e.serve_model == BEST_UNDER_BUDGET:
         if e.latency_budget_ms is None:

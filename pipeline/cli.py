@@ -137,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (a bug, not a user error: one line, the traceback with --debug)
+        if debug:
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        print(f"error: internal error ({type(e).__name__}{': ' + first if first else ''}); "
+              f"re-run with --debug for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 def _config_name(path: str, overrides: list[str]) -> str:

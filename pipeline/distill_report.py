@@ -142,7 +142,8 @@ def frontier_entry(size: str | None, kd: bool | None, mode: str | None, params: 
       mode: the KD mode it was trained with ("none" without KD; None for the teacher).
       params: its parameter count; latency: its serving stats ({"p50_ms", "p90_ms", "p99_ms", "n"}).
       metrics: its test metrics {task: {"auc", ...}}; tasks: the task names.
-      architecture: {"embedding_dim", "bottom_units", "tower_units"}; epochs: the epochs it
+      architecture: {"embedding_dim", "bottom_units", "tower_units", "skipped_features" (the
+        teacher's features it does not read)}; epochs: the epochs it
         trained for (early stopping may end a run before its maximum; None if unrecorded).
       model_dir: where it is saved, relative to the run (None when not saved).
 
@@ -173,9 +174,16 @@ def mark_pareto(entries: list[dict]) -> list[dict]:
     return out
 
 
+def _features_label(e: dict) -> str:
+    """"all", or which of the teacher's features the model does not read."""
+    skipped = e.get("skipped_features") or []
+    return "all" if not skipped else "without " + ", ".join(skipped)
+
+
 def _size_label(e: dict) -> str:
-    return (f"{e['size']} (emb {e['embedding_dim']}, bottom {e['bottom_units']}, towers {e['tower_units']}; "
-            f"{e['params']:,} params)")
+    features = "" if not e.get("skipped_features") else f"; {_features_label(e)}"
+    return (f"{e['size']} (emb {e['embedding_dim']}, bottom {e['bottom_units']}, towers {e['tower_units']}"
+            f"{features}; {e['params']:,} params)")
 
 
 def frontier_plot(entries: list[dict], tasks: list[str], path: str, settings: dict) -> str:
@@ -258,9 +266,9 @@ def frontier_markdown(entries: list[dict], tasks: list[str], settings: dict) -> 
         f"Transform front end. A size's no-KD student has its KD student's architecture: timed once, same p50. "
         f"Test AUC of the first seed (the saved models); mean AUC = mean over the tasks.",
         "",
-        "| model | KD | embedding | bottom | towers | epochs run | params | p50 ms | p90 ms | "
+        "| model | KD | embedding | bottom | towers | features | epochs run | params | p50 ms | p90 ms | "
         + " | ".join(f"{t} AUC" for t in tasks) + " | mean AUC | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|",
     ]
     for e in order:
         kd = "teacher" if e["kd"] is None else (e["mode"] if e["kd"] else "none")
@@ -268,6 +276,7 @@ def frontier_markdown(entries: list[dict], tasks: list[str], settings: dict) -> 
         aucs = " | ".join(f"{e['auc'][t]:.4f}" if e["auc"][t] is not None else "n/a" for t in tasks)
         mean = f"{e['auc_mean']:.4f}" if e["auc_mean"] is not None else "n/a"
         lines.append(f"| {name} | {kd} | {e['embedding_dim']} | {e['bottom_units']} | {e['tower_units']} | "
+                     f"{_features_label(e)} | "
                      f"{'' if e['epochs'] is None else e['epochs']} | {e['params']:,} | {e['p50_ms']:.3f} | {e['p90_ms']:.3f} | {aucs} | {mean} | "
                      f"{'yes' if e.get('pareto') else ''} |")
     gains = []

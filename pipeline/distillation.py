@@ -45,7 +45,7 @@ from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
 from pipeline.beam_options import pipeline_options
-from core.config import CONFIGURED_STUDENT, student_sizes
+from core.config import CONFIGURED_STUDENT, model_feature_names, student_sizes
 from core.errors import DataValidationError, InputError
 from core.run_dir import read_json
 from pipeline.stages.base import StageResult
@@ -315,9 +315,12 @@ def _epochs_run(model_dir: str) -> int | None:
     return len(history) if isinstance(history, list) else None
 
 
-def _architecture(model_cfg) -> dict:
+def _architecture(model_cfg, teacher_features: list[str]) -> dict:
+    """The frontier's description of a model: its widths, and the teacher's features it skips."""
+    read = set(model_cfg.features or teacher_features)
     return {"embedding_dim": model_cfg.embedding_dim, "bottom_units": list(model_cfg.bottom_units),
-            "tower_units": list(model_cfg.tower_units)}
+            "tower_units": list(model_cfg.tower_units),
+            "skipped_features": [f for f in teacher_features if f not in read]}
 
 
 def distill(cfg, run_dir) -> StageResult:
@@ -368,8 +371,9 @@ def distill(cfg, run_dir) -> StageResult:
              CONFIGURED_STUDENT: (STUDENT, run_dir.model_dir(STUDENT), student_model)}
     timed.update({name: (STUDENT, e["model_dir"], None) for name, e in sizes.items()})
     p50, settings, breakdown = serving_cost(cfg, run_dir, timed, breakdown=(TEACHER, CONFIGURED_STUDENT))
+    teacher_features = list(t_cfg.features or model_feature_names(cfg))
     entries = [distill_report.frontier_entry(None, None, None, params[TEACHER], p50[TEACHER], runs[TEACHER][0],
-                                             tasks, _architecture(t_cfg), _epochs_run(run_dir.model_dir(TEACHER)),
+                                             tasks, _architecture(t_cfg, teacher_features), _epochs_run(run_dir.model_dir(TEACHER)),
                                              TEACHER)]
     for name, model_cfg in student_sizes(d):
         if name == CONFIGURED_STUDENT:
@@ -379,7 +383,7 @@ def distill(cfg, run_dir) -> StageResult:
             e = sizes[name]
             n_params, kd, no_kd = int(e["serving"].count_params()), e["kd"], e["no_kd"]
             epochs, where = (e["epochs_kd"], e["epochs_no_kd"]), os.path.relpath(e["model_dir"], run_dir.root)
-        arch = _architecture(model_cfg)
+        arch = _architecture(model_cfg, teacher_features)
         entries.append(distill_report.frontier_entry(name, True, d.mode, n_params, p50[name], kd, tasks, arch,
                                                      epochs[0], where))
         entries.append(distill_report.frontier_entry(name, False, "none", n_params, p50[name], no_kd, tasks, arch,

@@ -84,10 +84,10 @@ class ModelConfig:
         return found[-max(self.num_versions, 1):] if found else []
 
 
-def parse_model_config(text: str, source: str = "model config") -> list[ModelConfig]:
-    """``ModelConfig``s of a ``ModelServerConfig`` text proto; ``ModelConfigError`` (its
-    message starting with ``source``) when it does not parse or breaks a rule of
-    ``models_from_proto``."""
+def parse_model_config(text: str, source: str = "model config") -> list[ModelConfig] | None:
+    """``ModelConfig``s of a ``ModelServerConfig`` text proto (None for an empty config, see
+    ``models_from_proto``); ``ModelConfigError`` (its message starting with ``source``) when
+    it does not parse or breaks a rule of ``models_from_proto``."""
     config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)
@@ -99,12 +99,15 @@ def parse_model_config(text: str, source: str = "model config") -> list[ModelCon
         raise ModelConfigError(f"{source}: {e}", e.status) from None
 
 
-def models_from_proto(config) -> list[ModelConfig]:
+def models_from_proto(config) -> list[ModelConfig] | None:
     """``ModelConfig``s of a ``ModelServerConfig`` proto, with TF Serving's checks (unique
-    names, absolute base paths, the ``tensorflow`` platform); an empty config is no models."""
+    names, absolute base paths, the ``tensorflow`` platform). An empty config (no
+    ``model_config_list`` at all, e.g. an empty file) is None: TF Serving's ReloadConfig takes
+    no action on it (the models served stay; at startup nothing is served), whereas an empty
+    ``model_config_list {}`` is the empty list (every model unloaded)."""
     kind = config.WhichOneof("config")
     if kind is None:
-        return []  # TF Serving: "Taking no action for empty config."
+        return None
     if kind != "model_config_list":
         raise ModelConfigError("ServerModelConfig type not supported. Only ModelConfigList is currently supported")
     out, names = [], set()
@@ -134,13 +137,17 @@ def _model_config(c) -> ModelConfig:
     versions = tuple(c.model_version_policy.specific.versions)
     if policy == SPECIFIC and not versions:
         log.warning("No specific versions requested for servable %s.", c.name)
+    if c.HasField("logging_config"):
+        log.warning("model %s: logging_config (request logging) is not implemented by this server; "
+                    "requests are not logged", c.name)
     return ModelConfig(name=c.name, base_path=os.path.normpath(c.base_path), policy=policy,
                        num_versions=max(int(c.model_version_policy.latest.num_versions), 1),
                        versions=versions, labels=dict(c.version_labels))
 
 
-def read_model_config(path: str) -> list[ModelConfig]:
-    """``parse_model_config`` of the file ``path``; ConfigError when it cannot be read."""
+def read_model_config(path: str) -> list[ModelConfig] | None:
+    """``parse_model_config`` of the file ``path`` (None: an empty config); ConfigError when
+    it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

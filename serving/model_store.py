@@ -134,10 +134,14 @@ class ModelStore:
             self.reload_config(models)
 
     # ------------------------------------------------------------------ config
-    def reload_config(self, models: list[ModelConfig]) -> None:
+    def reload_config(self, models: list[ModelConfig] | None) -> None:
         """Serves ``models`` from the next poll on (TF Serving's ReloadConfig);
         ``ModelConfigError`` and nothing changed when a name repeats or a version label is
-        refused."""
+        refused. None (an empty ``ModelServerConfig``) changes nothing, as in TF Serving; a
+        later non-empty config is applied."""
+        if models is None:
+            log.info("Taking no action for empty config.")
+            return
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)

@@ -110,7 +110,9 @@ class ModelServer:
         self.batching = None if params is None else BatchingOptions.from_parameters(params)
         if params is not None:
             loader = batching_loader(loader, params)
-        models = read_model_config(model_config_file) if model_config_file else None
+        models = None
+        if model_config_file:  # an empty file serves nothing until the file names models
+            models = read_model_config(model_config_file) or []
         self.store = ModelStore(None if models is not None else base_dir, poll_seconds, loader=loader, models=models,
                                 allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models)
         self.api = ServingApi(self.store, max_batch_size, method_name_check=enable_signature_method_name_check)

@@ -282,19 +282,20 @@ def breakdown_ms(modules: dict, serialized: list[bytes], batch_sizes=(1, 64, 512
 def breakdown_table(result: dict, names: list[str] | None = None) -> str:
     """``breakdown_ms``'s result as a markdown table: one row per batch size and model (p50
     ms of the call overhead, parse, transform, model and the whole ``serving_default``), and,
-    when there are two models, the second's total over the first's (e.g. student / teacher)."""
+    with two models or more, each later model's total over the first's (e.g. student / teacher)."""
     first = next(iter(result["batches"].values()), {})
     names = list(names or first)
-    ratio = len(names) == 2
+    ratio = len(names) >= 2
     head = "| batch | model | call overhead (ms) | parse (ms) | transform (ms) | model (ms) | total p50 (ms) |"
-    lines = [head + (f" {names[1]} / {names[0]} |" if ratio else ""),
+    label = f"{names[1]} / {names[0]}" if len(names) == 2 else f"total / {names[0]}"
+    lines = [head + (f" {label} |" if ratio else ""),
              "|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if ratio else "")]
     for bs, per in result["batches"].items():
         for j, n in enumerate(names):
             r = per[n]
             cell = ""
             if ratio:
-                cell = f" {per[names[1]]['total_ms'] / per[names[0]]['total_ms']:.2f}x |" if j == 1 else " |"
+                cell = f" {r['total_ms'] / per[names[0]]['total_ms']:.2f}x |" if j >= 1 else " |"
             lines.append(f"| {bs} | {n} | {r['overhead_ms']:.3f} | {r['parse_ms']:.3f} | {r['transform_ms']:.3f} | {r['model_ms']:.3f} | "
                          f"{r['total_ms']:.3f} |{cell}")
     return "\n".join(lines)

@@ -113,9 +113,15 @@ def cross_ids(columns: list, buckets: int, salt: str = ""):
 
 
 def split_weight_tokens(tokens):
-    """``value:weight`` tokens -> (values, float32 weights), split at the LAST ``:``."""
+    """``value:weight`` tokens -> (values, float32 weights), split at the LAST ``:``.
+
+    An empty token gets value ``''`` and weight 0: preprocess dead-letters empty tokens, so in
+    the graph the only one is what TF Transform feeds for an absent list column (one ``''``
+    per row) when a model that does not read the list is served without it; a
+    ``to_number('')`` there would fail every request."""
     values = tf.strings.regex_replace(tokens, ":[^:]*$", "")
-    weights = tf.strings.to_number(tf.strings.regex_replace(tokens, "^.*:", ""), tf.float32)
+    text = tf.strings.regex_replace(tokens, "^.*:", "")
+    weights = tf.strings.to_number(tf.where(tf.equal(tokens, ""), tf.constant("0"), text), tf.float32)
     return values, weights
 
 

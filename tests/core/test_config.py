@@ -304,7 +304,7 @@ def test_shipped_configs_list_student_sizes_around_the_student():
         dims = [sizes[n].embedding_dim for n in ("small", CONFIGURED_STUDENT, "large")]
         assert dims == sorted(dims) and len(set(dims)) == 3, name
         # a size overrides only its own fields: the rest is the student's (e.g. its features)
-        assert sizes["small"].features == cfg.distill.student.features
+        assert sizes["large"].features == cfg.distill.student.features
         assert sizes["small"].aux == cfg.distill.student.aux
     cfg = _load()
     assert (cfg.distill.size_epochs, cfg.distill.latency_batch_size) == (2, 64)
@@ -320,6 +320,17 @@ def test_default_sizes_halve_and_double_the_student():
     assert (sizes["small"].embedding_dim, sizes["small"].bottom_units, sizes["small"].tower_units) == (1, [16, 2], [1])
     assert (sizes["large"].embedding_dim, sizes["large"].bottom_units, sizes["large"].tower_units) == (6, [64, 10], [2])
     assert [n for n, _ in student_sizes(_load("distill.sizes=[]").distill)] == ["student"]
+
+
+def test_a_size_may_read_fewer_features_than_the_student_with_the_same_widths():
+    from core.config import student_sizes
+
+    cfg = _load("distill.sizes=[{name: no_history, features: [user_id, item_id, item_category, device, hour, price]}]")
+    (_, student), (name, lean) = student_sizes(cfg.distill)
+    assert name == "no_history" and lean.features == ["user_id", "item_id", "item_category", "device", "hour", "price"]
+    assert (lean.embedding_dim, lean.bottom_units, lean.tower_units) == (
+        student.embedding_dim, student.bottom_units, student.tower_units)
+    assert student.features == cfg.distill.student.features
 
 
 def test_a_size_overrides_only_the_fields_it_sets():
@@ -338,7 +349,10 @@ def test_a_size_overrides_only_the_fields_it_sets():
      r"distill\.sizes\[1\]\.name: 'a' is listed twice"),
     ("distill.sizes=[{name: 'my size', embedding_dim: 2}]", r"distill\.sizes\[0\]\.name: 'my size': use letters"),
     ("distill.sizes=[{name: same, embedding_dim: 4, tower_units: [8]}]",
-     r"distill\.sizes\[0\] \(same\): the same size as distill\.student"),
+     r"distill\.sizes\[0\] \(same\): the same model as distill\.student"),
+    ("distill.sizes=[{name: a, features: [nope]}]", r"distill\.sizes\[0\]\.features: \['nope'\] not among"),
+    ("distill.sizes=[{name: a, features: [hist_items, user_id]}]",
+     r"distill\.sizes\[0\]\.features: 'hist_items' attends with 'item_id'; list it too"),
     ("distill.sizes=[{name: a, embedding_dim: 0}]", r"distill\.sizes\[0\]\.embedding_dim: expected a value >= 1"),
     ("distill.sizes=[{name: a, tower_units: [4, 0]}]", r"distill\.sizes\[0\]\.tower_units: expected a value >= 1"),
     ("distill.sizes=[{name: a, dropout: 0.1}]", r"unknown key 'distill\.sizes\[0\]\.dropout'"),

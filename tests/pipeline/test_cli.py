@@ -221,3 +221,24 @@ def test_the_recorded_config_given_explicitly_is_accepted(tmp_path, stage_calls)
     run = _recorded_run(tmp_path)
     assert main(["evaluate", "--config", CENSUS, "--run-dir", str(run), "--set", "training.epochs=2"]) == 0
     assert stage_calls[0][1].training.epochs == 2 and _recorded(run)[0]["training"]["epochs"] == 2
+
+
+def test_an_unexpected_error_in_a_stage_is_one_error_line_and_its_traceback_only_with_debug(
+        tmp_path, monkeypatch, capsys):
+    """A bug (an exception that is no PipelineError) must not print a traceback to a user:
+    one ``error:`` line naming the exception and its first message line, exit status 1;
+    ``--debug`` re-raises it."""
+    from pipeline.cli import main
+
+    def broken(name, cfg, run_dir, opts):
+        raise RuntimeError("graph execution error:\n\nDetected at node StringToNumber")
+
+    monkeypatch.setattr("pipeline.stages.run_stage", broken)
+    run = _recorded_run(tmp_path)
+    assert main(["train", "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: internal error (RuntimeError: graph execution error:); re-run with --debug for the "
+                       "traceback and report it"), err
+    assert not any("Traceback" in line for line in err)
+    with pytest.raises(RuntimeError, match="StringToNumber"):
+        main(["train", "--run-dir", str(run), "--debug"])

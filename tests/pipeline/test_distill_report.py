@@ -9,12 +9,13 @@ from pipeline import distill_report
 TASKS = ["click", "conversion"]
 
 
-def _entry(size, kd, p50, click, conversion, params=100, emb=4):
+def _entry(size, kd, p50, click, conversion, params=100, emb=4, skipped=()):
     return distill_report.frontier_entry(
         size, kd, None if kd is None else ("kd" if kd else "none"), params,
         {"p50_ms": p50, "p90_ms": p50 * 1.2, "p99_ms": p50 * 1.5, "n": 200},
         {"click": {"auc": click, "logloss": 0.3}, "conversion": {"auc": conversion, "logloss": 0.1}}, TASKS,
-        {"embedding_dim": emb, "bottom_units": [emb * 8], "tower_units": [emb * 2]}, 2,
+        {"embedding_dim": emb, "bottom_units": [emb * 8], "tower_units": [emb * 2],
+         "skipped_features": list(skipped)}, 2,
         None if kd is None else (f"students/{size}" if kd else None))
 
 
@@ -104,7 +105,18 @@ def test_frontier_markdown_has_one_row_per_model_and_the_kd_gain_per_size():
     assert rows[0].startswith("| teacher |")
     assert [r.split(" | ")[0].strip("| ") for r in rows[1:]] == ["small", "small", "student", "student", "large",
                                                                  "large"]
-    assert "| student | kd | 4 | [32] | [8] | 2 | 8,000 | 1.200 | 1.440 | 0.8000 | 0.9100 | 0.8550 | yes |" in text
+    assert "| student | kd | 4 | [32] | [8] | all | 2 | 8,000 | 1.200 | 1.440 | 0.8000 | 0.9100 | 0.8550 | yes |" in text
     assert "KD minus no-KD mean test AUC per size: small +0.0200, student +0.0200, large +0.0075." in text
     assert "batch 64" in text and "TF1 session" in text
     assert not math.isnan(entries[0]["auc_mean"])
+
+
+def test_a_size_that_skips_features_says_which_in_the_table():
+    entries = [_entry(None, None, 2.0, 0.82, 0.93, params=100_000, emb=16),
+               _entry("lean", True, 0.9, 0.78, 0.90, params=3_000, emb=2, skipped=["hist_items"]),
+               _entry("lean", False, 0.9, 0.76, 0.89, params=3_000, emb=2, skipped=["hist_items"])]
+    text = distill_report.frontier_markdown(entries, TASKS, {"calls": 200, "warmup": 10, "batch_size": 64,
+                                                              "path": "TF1 session"})
+    assert "| lean | kd | 2 | [16] | [4] | without hist_items | 2 | 3,000 |" in text
+    assert "| teacher | teacher | 16 | [128] | [32] | all |" in text
+    assert "without hist_items" in distill_report._size_label(entries[1])

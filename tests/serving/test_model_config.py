@@ -61,8 +61,33 @@ def test_a_config_parses_to_models_with_policies_and_labels():
         ModelConfig("a", "/a", LATEST, 3), ModelConfig("b", "/b", ALL), ModelConfig("c", "/c", LATEST, 1)]
 
 
-def test_an_empty_config_serves_nothing():
-    assert parse_model_config("") == []
+def test_an_empty_config_is_no_config_and_an_empty_list_is_no_models():
+    assert parse_model_config("") is None  # TF Serving: "Taking no action for empty config."
+    assert parse_model_config("model_config_list {}") == []
+
+
+def test_an_empty_config_file_serves_nothing_at_startup(tmp_path):
+    from serving.server import ModelServer
+
+    path = tmp_path / "models.config"
+    path.write_text("")
+    server = ModelServer(str(tmp_path / "unused"), rest_port=0, grpc_port=None, model_config_file=str(path))
+    assert server.store.model_names() == []
+
+
+def test_a_reload_with_an_empty_config_keeps_the_models_and_an_empty_list_unloads_them(multi_base):
+    store = ModelStore(None, poll_seconds=60, models=parse_model_config(config_text(multi(multi_base))))
+    settle(store, 2)
+    store.reload_config(parse_model_config(""))  # e.g. the file read while an editor rewrites it
+    store.poll_once()
+    assert store.model_names() == ["multi"] and served(store) == 2
+    store.reload_config(parse_model_config("model_config_list {}"))
+    store.poll_once()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and store.status("multi", 2)[0]["state"] != "END":
+        time.sleep(0.05)
+    assert store.model_names() == [] and store.status("multi", 2)[0]["state"] == "END"
+    store.stop()
 
 
 @pytest.mark.parametrize("models,message", [
@@ -299,3 +324,15 @@ def test_the_serve_stage_reports_a_bad_config_file_in_one_error_line(tmp_path):
     assert lines[-1] == (f"error: --model_config_file {path}: Expected model x to have an absolute path or URI; got "
                          "base_path()=relative"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_logging_config_is_accepted_with_a_warning_that_requests_are_not_logged(caplog):
+    text = config_text(multi("/models", 'logging_config { sampling_config { sampling_rate: 0.1 } }'))
+    with caplog.at_level("WARNING", logger="serving.model_config"):
+        (model,) = parse_model_config(text)
+    assert model.name == "multi"
+    assert any("logging_config" in r.getMessage() and "not logged" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="serving.model_config"):
+        parse_model_config(config_text(multi("/models")))
+    assert not [r for r in caplog.records if "logging_config" in r.getMessage()]

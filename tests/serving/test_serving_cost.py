@@ -122,3 +122,16 @@ def test_breakdown_ms_reports_every_stage_per_model_and_batch(list_run, list_mod
             assert r["model_ms"] == pytest.approx(p50["serving_default"] - p50["parse_transform"], abs=1e-3)
     table = serving_cost.breakdown_table(out)
     assert table.count("| teacher |") == 2 and table.count("| student |") == 2 and "student / teacher" in table
+
+
+def test_the_breakdown_table_gives_every_later_model_its_ratio_to_the_first():
+    def row(total):
+        return {"overhead_ms": 0.1, "parse_ms": 0.2, "transform_ms": 0.3, "model_ms": total - 0.6, "total_ms": total}
+
+    result = {"batches": {"64": {"teacher": row(4.0), "student": row(3.0), "small": row(1.0)}}}
+    table = serving_cost.breakdown_table(result, ["teacher", "student", "small"]).splitlines()
+    assert table[0].endswith("| total / teacher |")
+    assert table[2].endswith("| 4.000 | |") and table[3].endswith("| 3.000 | 0.75x |")
+    assert table[4].endswith("| 1.000 | 0.25x |")
+    two = serving_cost.breakdown_table(result, ["teacher", "student"]).splitlines()
+    assert two[0].endswith("| student / teacher |") and len(two) == 4

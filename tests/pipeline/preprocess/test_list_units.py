@@ -37,6 +37,16 @@ def test_weight_tokens_split_at_the_last_colon():
     np.testing.assert_allclose(weights.numpy(), [0.8, 0.25, 0.01, 3.0], rtol=1e-6)
 
 
+def test_an_empty_token_what_tf_transform_feeds_for_an_absent_list_gets_weight_zero():
+    """A model that does not read a token-weighted list is served without its column; TF
+    Transform then feeds one '' per row, which must not fail to_number (every request would)."""
+    values, weights = split_weight_tokens(tf.constant(["", "t:2"]))
+    assert [v.decode() for v in values.numpy()] == ["", "t"]
+    np.testing.assert_allclose(weights.numpy(), [0.0, 2.0])
+    with pytest.raises(tf.errors.InvalidArgumentError):  # a malformed token still fails
+        split_weight_tokens(tf.constant(["t"]))
+
+
 def test_every_token_weight_the_records_accept_parses_in_the_graph():
     """core.records must not accept a weight tf.strings.to_number rejects (it would fail the
     whole transform batch): each accepted token parses to the same float32."""

@@ -24,7 +24,12 @@ FAST = TINY + ["preprocess.beam.direct_running_mode=in_memory", "preprocess.beam
 # A real (tiny) generated and preprocessed run, for the stages that need its TF Transform output.
 GENERATED = FAST + ["synthetic.rows=3000", "synthetic.chunk_rows=1000", "synthetic.num_users=200",
                     "synthetic.num_items=100", "model.cross_layers=0", "export.min_auc={}", "export.max_auc_drop=1.0",
-                    "distill.sizes=null", "distill.size_epochs=1", "distill.latency_batch_size=16",
+                    # the student halved without the two list features, and doubled
+                    "distill.sizes=[{name: small, embedding_dim: 1, bottom_units: [2], tower_units: [1], features: "
+                    "[user_id, item_id, item_category, device, hour, price, user_activity, user_tenure_days, "
+                    "item_popularity, item_rating]}, {name: large, embedding_dim: 4, bottom_units: [8], "
+                    "tower_units: [4]}]",
+                    "distill.size_epochs=1", "distill.latency_batch_size=16",
                     "distill.latency_calls=20"]
 DISTILL = ["distill.seeds=[1, 2]", "distill.ablation=true", "distill.feature_alignment_weight=0.1"]
 
@@ -133,6 +138,11 @@ def test_distill_records_the_auc_vs_serving_cost_frontier(distilled):
     assert [models[n]["model_dir"] for n in ("teacher", "small_kd", "student_kd", "large_kd")] == \
         ["teacher", "students/small", "student", "students/large"]
     assert (models["small_kd"]["epochs"], models["student_kd"]["epochs"]) == (1, 1)
+    # the small size skips the list features: recorded, and its saved model has no input for them
+    assert models["small_kd"]["skipped_features"] == ["hist_items", "item_tags"]
+    assert models["student_kd"]["skipped_features"] == [] == models["teacher"]["skipped_features"]
+    small = model_io.load_serving_model(run_dir.student_size_dir("small"), "distill")
+    assert not [k for k in small.input_names if k.startswith(("hist_items", "item_tags"))]
     # the configured student's point is the saved model (the first seed), as summary.json's student
     saved = Summary(run_dir).load()["models"]["student"]
     assert models["student_kd"]["auc"]["click"] == pytest.approx(saved["click"]["auc"], abs=1e-5)
