@@ -21,8 +21,9 @@ from pipeline.stages.distill import run as run_distill
 
 FAST = TINY + ["preprocess.beam.direct_running_mode=in_memory", "preprocess.beam.direct_num_workers=1",
                "distill.student.embedding_dim=2", "distill.student.bottom_units=[4]", "distill.student.tower_units=[2]"]
-# A real (tiny) generated and preprocessed run, for the stages that need its TF Transform output.
-GENERATED = FAST + ["synthetic.rows=3000", "synthetic.chunk_rows=1000", "synthetic.num_users=200",
+# A real (tiny) generated and preprocessed run, for the stages that need its TF Transform output;
+# with the default config's two list features (the history and the token-weighted tags).
+GENERATED = [o for o in FAST if o != "data.lists=[]"] + ["synthetic.rows=3000", "synthetic.chunk_rows=1000", "synthetic.num_users=200",
                     "synthetic.num_items=100", "model.cross_layers=0", "export.min_auc={}", "export.max_auc_drop=1.0",
                     # the student halved without the two list features, and doubled
                     "distill.sizes=[{name: small, embedding_dim: 1, bottom_units: [2], tower_units: [1], features: "
