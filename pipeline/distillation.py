@@ -105,9 +105,11 @@ def load_frozen_teacher(run_dir):
 class _Trainer:
     """Trains students of one architecture with a fixed step budget on the scored data.
 
-    The student reads ``distill.student.features`` (any subset of the teacher's; empty: all),
-    so its batches parse only those, plus the teacher's features when the frozen teacher
-    runs online (feature alignment) on the same batches."""
+    Each student reads its own ``features`` (``distill.student`` and every ``distill.sizes``
+    entry: any subset of the teacher's; empty: all), so the batches parse the union of what
+    the students read (one copy of a split in memory for all of them; a model ignores the
+    other columns), plus the teacher's features when the frozen teacher runs online
+    (feature alignment) on the same batches."""
 
     def __init__(self, cfg, run_dir, info, n_train: int, teacher=None, n_validation: int | None = None):
         self.cfg, self.run_dir, self.info, self.teacher = cfg, run_dir, info, teacher
@@ -115,7 +117,8 @@ class _Trainer:
         self._sources = {}  # (split, parsed features) -> shards or the split in memory, shared by the students
         self.tasks = cfg.data.tasks
         self.steps = cfg.training.steps_per_epoch or max(1, math.ceil(n_train / cfg.training.batch_size))
-        self.student_info = model_features(cfg.distill.student, info)
+        read = {f for _, m in student_sizes(cfg.distill) for f in model_features(m, info).features}
+        self.student_info = info.select([n for n in info.features if n in read])
         # The online teacher reads its own features from the student's batches (a superset).
         self.online_info = teacher.embedding.feature_info() if teacher is not None else None
 
