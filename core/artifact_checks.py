@@ -13,11 +13,10 @@ Example::
 """
 from __future__ import annotations
 
-import glob
 import json
-import os
 from typing import Iterable, Optional
 
+from core import fs
 from core.errors import InputError
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -25,13 +24,13 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 def require_saved_model(path: str, stage: str) -> str:
     """Raises ``InputError`` unless ``path`` is a directory holding a SavedModel."""
-    if not os.path.isdir(path):
+    if not fs.isdir(path):
         raise InputError(f"{path}: model directory not found; run `python -m pipeline {stage}` first")
-    if not any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
+    if not any(fs.isfile(fs.join(path, f)) for f in SAVED_MODEL_FILES):
         raise InputError(f"{path}: no SavedModel in this model directory (saved_model.pb missing; "
-                         f"found {sorted(os.listdir(path))}); re-run `python -m pipeline {stage}`")
-    if not os.path.isdir(os.path.join(path, "variables")):
-        raise InputError(f"{os.path.join(path, 'variables')}: SavedModel variables missing; "
+                         f"found {fs.listdir(path)}); re-run `python -m pipeline {stage}`")
+    if not fs.isdir(fs.join(path, "variables")):
+        raise InputError(f"{fs.join(path, 'variables')}: SavedModel variables missing; "
                          f"re-run `python -m pipeline {stage}`")
     return path
 
@@ -39,22 +38,21 @@ def require_saved_model(path: str, stage: str) -> str:
 def require_transform_output(transform_dir: str) -> str:
     """Raises ``InputError`` naming the first missing file of a ``tft.TFTransformOutput`` dir:
     the transform graph, the transformed metadata, or a vocabulary listed in its asset map."""
-    fn_dir = os.path.join(transform_dir, "transform_fn")
+    fn_dir = fs.join(transform_dir, "transform_fn")
     require_saved_model(fn_dir, "preprocess")
-    meta_dir = os.path.join(transform_dir, "transformed_metadata")
-    schema = os.path.join(meta_dir, "schema.pbtxt")
-    if not os.path.isfile(schema):
+    meta_dir = fs.join(transform_dir, "transformed_metadata")
+    schema = fs.join(meta_dir, "schema.pbtxt")
+    if not fs.isfile(schema):
         raise InputError(f"{schema}: transformed metadata missing; re-run `python -m pipeline preprocess`")
-    asset_map = os.path.join(meta_dir, "asset_map")
-    if os.path.isfile(asset_map):
+    asset_map = fs.join(meta_dir, "asset_map")
+    if fs.isfile(asset_map):
         try:
-            with open(asset_map, encoding="utf-8") as f:
-                assets = json.load(f)
-        except (OSError, ValueError) as e:
+            assets = json.loads(fs.read_text(asset_map))
+        except Exception as e:  # noqa: BLE001  unreadable or not JSON
             raise InputError(f"{asset_map}: unreadable asset map ({e})") from None
         for name in sorted(set(assets.values()) if isinstance(assets, dict) else []):
-            vocab = os.path.join(fn_dir, "assets", name)
-            if not os.path.isfile(vocab):
+            vocab = fs.join(fn_dir, "assets", name)
+            if not fs.isfile(vocab):
                 raise InputError(f"{vocab}: vocabulary file missing from the transform output; "
                                  "re-run `python -m pipeline preprocess`")
     return transform_dir
@@ -76,7 +74,7 @@ def find_corrupt_shard(files: Iterable[str], compression: str = "GZIP") -> Optio
 def shard_error(patterns: Iterable[str], error: Exception) -> Exception:
     """The ``InputError`` naming the corrupt shard among ``patterns`` behind a TensorFlow read
     ``error``; the original error when every shard reads cleanly (a different problem)."""
-    files = [f for p in patterns for f in sorted(glob.glob(p))]
+    files = [f for p in patterns for f in fs.glob(p)]
     found = find_corrupt_shard(files)
     if found is None:
         return error

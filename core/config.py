@@ -8,6 +8,7 @@ naming the dotted key. Nothing here imports TensorFlow or Beam.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 import types
@@ -889,11 +890,12 @@ def config_from_dict(data: dict, overrides: list[str] = ()) -> PipelineConfig:
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> PipelineConfig:
     """Reads, overrides and validates a YAML config; raises ``ConfigError`` naming what is wrong."""
     path = os.fspath(path)
+    from core import fs
+
+    if not fs.exists(path):
+        raise ConfigError(f"--config: file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = _read_yaml(f)
-    except FileNotFoundError:
-        raise ConfigError(f"--config: file not found: {path}") from None
+        data = _read_yaml(io.StringIO(fs.read_text(path)))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:

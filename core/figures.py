@@ -1,7 +1,9 @@
-"""PNG figures for reports: matplotlib on the Agg backend, saved atomically."""
+"""PNG figures for reports: matplotlib on the Agg backend, saved atomically on any filesystem."""
 from __future__ import annotations
 
-import os
+import io
+
+from core import fs
 
 
 def pyplot():
@@ -15,10 +17,9 @@ def pyplot():
 
 
 def save_figure(fig, path: str, dpi: int = 100) -> str:
-    """Saves ``fig`` as a PNG at ``path`` atomically (temp file + rename), closes it, returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    """Saves ``fig`` as a PNG at ``path`` atomically (``core.fs.write_atomic``), closes it, returns ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
-    os.replace(tmp, path)
+    fs.write_atomic(path, buf.getvalue())
     return path

@@ -14,8 +14,11 @@ One class names every artifact path, so stages never build paths of their own:
       serving_models/<name>/<version>/   SavedModels as TF Serving watches them (export)
       predictions/           batch predictions (predict)
 
-Artifacts are written to a temporary sibling and renamed into place (``atomic_dir``,
-``write_json_atomic``), so a killed stage never leaves a half-written output.
+The root may be local or on any filesystem ``core.fs`` reaches (``gs://``, ``ram://``, ...).
+A directory output is published without a rename (``core.fs.publish_dir``: a fresh attempt
+directory, then a ``_COMMITTED`` marker written last) and read through its marker (the
+properties below resolve it), so a killed stage never leaves a half-written output that a
+later stage reads; single files are written with ``core.fs.write_atomic``.
 
 An older output of a stage whose last attempt failed or never finished is never used:
 ``run_stage`` records ``"status": "running"`` in summary.json when a stage starts (so a kill
@@ -25,166 +28,18 @@ with an ``InputError`` naming the command to re-run.
 """
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import shutil
-import tempfile
 import time
-import uuid
-from typing import Any, Iterator
 
+from core import fs
 from core.errors import InputError
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+from core.fs import publish_dir, read_json, write_atomic, write_json_atomic  # noqa: F401  (re-exported)
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and ``os.replace`` (``write_json_atomic``)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-def _json_default(o):
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def read_json(path: str, what: str = "file") -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what} is not valid JSON: {path} ({e})") from None
-
-
-@contextlib.contextmanager
-def atomic_dir(final: str) -> Iterator[str]:
-    """Yields a temporary directory beside ``final``; on success replaces ``final`` with it.
-
-    On an exception the temporary directory is removed and ``final`` is left untouched;
-    scratch directories of earlier killed attempts are removed first, and so is the
-    ``.old-*`` copy a kill between the two renames of an earlier publish left behind (put
-    back as ``final`` when ``final`` is missing: ``recover_publish``). One writer per
-    ``final`` at a time.
-    """
-    parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    recover_publish(final)
-    prefix = f".tmp-{os.path.basename(final)}-"
-    # A killed earlier attempt (SIGKILL skips the cleanup below) leaves its scratch directory;
-    # it was never visible under ``final`` and is removed before the new attempt starts.
-    for stale in glob.glob(os.path.join(parent, glob.escape(prefix) + "*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if os.path.exists(final):
-        # A fresh name, never created empty first (no window in which a sweep could see an
-        # empty ``.old-*`` beside ``final``). A kill between the two renames leaves ``final``
-        # missing and the previous output under ``old``: the next ``recover_publish`` of
-        # ``final`` puts it back; a kill after them leaves ``old`` beside ``final``: removed.
-        old = os.path.join(parent, f"{OLD_PREFIX}{os.path.basename(final)}-{uuid.uuid4().hex[:12]}")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old:
-            os.replace(old, final)  # the previous output stays published
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-OLD_PREFIX = ".old-"
-
-
-def _old_copies(final: str) -> list[str]:
-    """``.old-<name>-*`` directories beside ``final`` (previous outputs of interrupted publishes), newest first."""
-    parent, name = os.path.split(os.path.abspath(final))
-    found = [p for p in glob.glob(os.path.join(glob.escape(parent), glob.escape(f"{OLD_PREFIX}{name}-") + "*"))
-             if os.path.basename(p)[len(OLD_PREFIX):].rsplit("-", 1)[0] == name and os.path.isdir(p)]
-    return sorted(found, key=lambda p: os.stat(p).st_mtime, reverse=True)
-
-
-def recover_publish(final: str) -> str | None:
-    """Repairs what a kill in the middle of ``atomic_dir``'s publish left beside ``final``.
-
-    ``final`` present: every ``.old-*`` copy is a superseded output whose removal was cut
-    short; they are deleted. ``final`` missing: the kill fell between the two renames; the
-    newest copy (the last published output) is renamed back to ``final`` and the rest
-    deleted. Only the writer of ``final`` calls this (``atomic_dir``); returns the restored
-    path or None.
-    """
-    olds = _old_copies(final)
-    restored = None
-    if olds and not os.path.exists(final):
-        os.replace(olds.pop(0), final)
-        restored = final
-    for old in olds:
-        shutil.rmtree(old, ignore_errors=True)
-    return restored
-
-
-def remove_publish_leftovers(root: str, max_depth: int = 3) -> list[str]:
-    """Deletes ``.old-*`` directories under ``root`` (to ``max_depth`` levels) whose ``final``
-    exists beside them: leftovers of a publish killed after its renames. A copy whose
-    ``final`` is missing is left for that output's writer (``recover_publish``). Safe while
-    other stages publish (``atomic_dir`` never shows an ``.old-*`` beside ``final`` before its
-    renames). Returns what was removed."""
-    removed = []
-
-    def walk(d: str, depth: int) -> None:
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            return
-        for e in entries:
-            if not e.is_dir(follow_symlinks=False):
-                continue
-            if e.name.startswith(OLD_PREFIX) and "-" in e.name[len(OLD_PREFIX):]:
-                final = os.path.join(d, e.name[len(OLD_PREFIX):].rsplit("-", 1)[0])
-                if os.path.exists(final):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                    removed.append(e.path)
-            elif depth < max_depth and not e.name.startswith("."):
-                walk(e.path, depth + 1)
-
-    if os.path.isdir(root):
-        walk(root, 1)
-    return removed
+    """Writes ``text`` to ``path`` atomically (``core.fs.write_atomic``)."""
+    write_atomic(path, text)
 
 
 # The stage that writes each role's model directory (``RunDir.model_dir(role)``).
@@ -196,12 +51,22 @@ ROLE_STAGES = {"teacher": "train", "student": "distill"}
 # export publishes nothing and the versions already published stay valid (TF Serving keeps
 # serving them). ``evaluate`` writes only summary.json entries.
 STAGE_OUTPUTS = {
-    "generate": (os.path.join("data", "raw"),),
+    "generate": ("data/raw",),
     "preprocess": ("preprocess",),
     "train": ("teacher",),
     "distill": ("student", "scores", "students"),
     "predict": ("predictions",),
     "pareto": ("pareto",),
+}
+
+# Where each preprocess artifact lies inside the committed preprocess output.
+PREPROCESS_LAYOUT = {
+    "transform_output": "transform_output",
+    "data": "data",
+    "feature_info": "feature_info.json",
+    "raw_feature_spec": "raw_feature_spec.json",
+    "stats": "stats.json",
+    "dead_letters": "dead_letters",
 }
 
 # A stage attempt's ``status`` in summary.json: "running" from its start (so a kill leaves
@@ -213,10 +78,10 @@ class RunDir:
     """Names every artifact of one pipeline run under ``root``."""
 
     def __init__(self, root: str):
-        self.root = os.path.abspath(root)
+        self.root = fs.absolute(root)
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        return fs.join(self.root, *parts)
 
     # --- whole run
     @property
@@ -245,48 +110,56 @@ class RunDir:
         the synthetic logs the generate stage wrote into this run directory."""
         if cfg.data.source == "synthetic":
             ext = "csv" if cfg.synthetic.format == "csv" else "parquet"
-            return os.path.join(self.raw_data_dir, f"part-*.{ext}"), cfg.synthetic.format
+            return fs.join(fs.published(self.raw_data_dir), f"part-*.{ext}"), cfg.synthetic.format
         return cfg.data.path, cfg.data.format
 
     # --- preprocess
     @property
     def preprocess_dir(self) -> str:
+        """Where preprocess publishes (``core.fs.publish_dir``); read through ``preprocess_output``."""
         return self.path("preprocess")
+
+    @property
+    def preprocess_output(self) -> str:
+        """The committed preprocess output (laid out as ``PREPROCESS_LAYOUT``)."""
+        return fs.published(self.preprocess_dir)
+
+    def _preprocessed(self, name: str, *parts: str) -> str:
+        return fs.join(self.preprocess_output, PREPROCESS_LAYOUT[name], *parts)
 
     @property
     def transform_output_dir(self) -> str:
         """A ``tft.TFTransformOutput`` directory (transform_fn/, transformed_metadata/)."""
-        return self.path("preprocess", "transform_output")
+        return self._preprocessed("transform_output")
 
     def split_pattern(self, split: str) -> str:
         """Glob of the gzip TFRecord shards of transformed examples for a split."""
-        return self.path("preprocess", "data", f"{split}-*.tfrecord.gz")
+        return self._preprocessed("data", f"{split}-*.tfrecord.gz")
 
     @property
     def feature_info_file(self) -> str:
         """JSON: categorical cardinalities, numeric names, tasks, passthrough columns."""
-        return self.path("preprocess", "feature_info.json")
+        return self._preprocessed("feature_info")
 
     @property
     def raw_feature_spec_file(self) -> str:
-        return self.path("preprocess", "raw_feature_spec.json")
+        return self._preprocessed("raw_feature_spec")
 
     @property
     def stats_file(self) -> str:
-        return self.path("preprocess", "stats.json")
+        return self._preprocessed("stats")
 
     def split_rows(self, split: str) -> int | None:
         """Examples in a split as preprocess counted them (``stats.json``); None if unrecorded."""
         try:
-            with open(self.stats_file) as f:
-                rows = json.load(f).get("rows_per_split", {}).get(split)
-        except (OSError, ValueError):
+            rows = json.loads(fs.read_text(self.stats_file)).get("rows_per_split", {}).get(split)
+        except Exception:  # noqa: BLE001  absent or unreadable: unrecorded
             return None
         return int(rows) if isinstance(rows, int) else None
 
     @property
     def dead_letter_dir(self) -> str:
-        return self.path("preprocess", "dead_letters")
+        return self._preprocessed("dead_letters")
 
     @property
     def rejected_dir(self) -> str:
@@ -312,24 +185,31 @@ class RunDir:
         """The model directory of the KD student of the extra size ``name`` (``distill.sizes``):
         ``students/<name>``, laid out like ``model_dir`` (serving_model/, model_config.json, ...).
         The configured student stays ``model_dir('student')``."""
-        return os.path.join(self.students_dir, name)
+        return fs.join(self.students_dir, name)
 
     @property
     def latency_exports_dir(self) -> str:
         """Scratch SavedModels (TF Transform front end + serving model) that distill times in
         TF Serving's path; removed once measured."""
-        return os.path.join(self.students_dir, ".latency_exports")
+        return fs.join(self.students_dir, ".latency_exports")
 
     @property
     def scores_dir(self) -> str:
+        """Where distill publishes the training data with the teacher's logits; read through
+        ``scores_output``."""
         return self.path("scores")
+
+    @property
+    def scores_output(self) -> str:
+        return fs.published(self.scores_dir)
 
     # --- export / predict
     def serving_base(self, base_dir: str = "") -> str:
-        return os.path.abspath(base_dir) if base_dir else self.path("serving_models")
+        return fs.absolute(base_dir) if base_dir else self.path("serving_models")
 
     @property
     def predictions_dir(self) -> str:
+        """Where predict publishes by default; read through ``core.fs.published``."""
         return self.path("predictions")
 
     def stage_outputs(self, stage: str) -> list[str]:
@@ -339,7 +219,7 @@ class RunDir:
     def last_attempt(self, stage: str) -> dict | None:
         """The summary.json entry of ``stage``'s last attempt (``status``, ``started_at``,
         ``finished_at``, ``error`` ...), or None when this run directory has no record of it."""
-        if not os.path.exists(self.summary_file):
+        if not fs.exists(self.summary_file):
             return None
         entry = Summary(self).load()["stages"].get(stage)
         return entry if isinstance(entry, dict) else None
@@ -377,7 +257,7 @@ class RunDir:
         ``path`` does not exist, or when ``stage``'s last attempt failed or never finished
         (``stage_problem``: its leftover output is stale)."""
         problem = self.stage_problem(stage)
-        if not os.path.exists(path):
+        if not fs.exists(path):
             if problem:
                 raise InputError(f"{path} not found: {problem}")
             raise InputError(f"{path} not found; run `python -m pipeline {stage}` for this run directory first")
@@ -397,7 +277,7 @@ class Summary:
         self.file = run_dir.summary_file
 
     def load(self) -> dict:
-        if not os.path.exists(self.file):
+        if not fs.exists(self.file):
             return {"config": {}, "stages": {}, "models": {}, "plots": []}
         data = read_json(self.file, "summary.json")
         for key, default in (("config", {}), ("stages", {}), ("models", {}), ("plots", [])):

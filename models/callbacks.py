@@ -2,15 +2,15 @@
 every epoch's logs and the backup that resumes a killed run with all of its state."""
 from __future__ import annotations
 
-import glob
+import io
 import logging
-import os
 
 import numpy as np
 
 import tf_keras as keras
 
-from core.run_dir import read_json, write_json_atomic
+from core import fs
+from core.fs import read_json, write_json_atomic
 from models.metrics import is_undefined  # None or NaN: e.g. the AUC of labels of one class
 
 log = logging.getLogger("models.training")
@@ -123,7 +123,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     @property
     def state_dir(self) -> str:
-        return os.path.join(self.backup_dir, "chief")  # Keras' read directory
+        return fs.join(self.backup_dir, "chief")  # Keras' read directory
 
     def _writes(self) -> bool:
         return bool(self.model.distribute_strategy.extended.should_checkpoint)
@@ -135,8 +135,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.resumed_epoch, self._states = max(0, saved + 1), {}
         if saved < 0:
             return
-        path = os.path.join(self.state_dir, self.STATE)
-        if not os.path.exists(path):
+        path = fs.join(self.state_dir, self.STATE)
+        if not fs.exists(path):
             log.warning("resuming at epoch %d without %s: the logs and early-stopping state of the earlier epochs "
                         "are lost", saved + 2, path)
             return
@@ -149,7 +149,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             st = last["early_stopping"]
             es.best, es.best_epoch, es.wait = float(st["best"]), int(st["best_epoch"]), int(st["wait"])
             if st.get("best_weights"):
-                with np.load(os.path.join(self.state_dir, st["best_weights"])) as f:
+                with np.load(io.BytesIO(fs.read_bytes(fs.join(self.state_dir, st["best_weights"])))) as f:
                     es.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
         if self.checkpoint is not None and last.get("checkpoint_best") is not None:
             self.checkpoint.best = float(last["checkpoint_best"])
@@ -162,30 +162,28 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 weights = None
                 if es.best_weights is not None:
                     weights = f"best_weights-{es.best_epoch:04d}.npz"
-                    if not os.path.exists(os.path.join(self.state_dir, weights)) or es.best_epoch == epoch:
-                        _save_arrays(os.path.join(self.state_dir, weights), es.best_weights)
+                    if not fs.exists(fs.join(self.state_dir, weights)) or es.best_epoch == epoch:
+                        _save_arrays(fs.join(self.state_dir, weights), es.best_weights)
                 state["early_stopping"] = {"best": float(es.best), "best_epoch": int(es.best_epoch),
                                            "wait": int(es.wait), "best_weights": weights}
             if self.checkpoint is not None and self.checkpoint.best is not None:
                 state["checkpoint_best"] = float(self.checkpoint.best)
             self._states[int(epoch)] = state
-            write_json_atomic(os.path.join(self.state_dir, self.STATE),
+            write_json_atomic(fs.join(self.state_dir, self.STATE),
                               {"epochs": {str(e): v for e, v in sorted(self._states.items())}})
         super().on_epoch_end(epoch, logs)  # the checkpoint of this epoch
         if self._writes():  # best weights no longer referenced by the last backed-up epoch
             keep = (self._states[int(epoch)].get("early_stopping") or {}).get("best_weights")
-            for path in glob.glob(os.path.join(glob.escape(self.state_dir), "best_weights-*.npz")):
-                if os.path.basename(path) != keep:
-                    os.remove(path)
+            for path in fs.glob(fs.join(self.state_dir, "best_weights-*.npz")):
+                if fs.basename(path) != keep:
+                    fs.remove(path)
 
 
 def _save_arrays(path: str, arrays) -> None:
-    """``np.savez`` of ``arrays`` (``arr_0``, ``arr_1``, ...) via a temporary file and ``os.replace``."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, *arrays)
-    os.replace(tmp, path)
+    """``np.savez`` of ``arrays`` (``arr_0``, ``arr_1``, ...), written atomically (``core.fs.write_atomic``)."""
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    fs.write_atomic(path, buf.getvalue())
 
 
 class InterruptAfter(keras.callbacks.Callback):
@@ -221,7 +219,7 @@ class EpochSummaries(keras.callbacks.Callback):
         import tensorflow as tf
 
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+            self._writers[name] = tf.summary.create_file_writer(fs.join(self.log_dir, name))
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):

@@ -3,7 +3,6 @@
 (``load_split``: decompressed and parsed once, the same batches every epoch after)."""
 from __future__ import annotations
 
-import glob
 import logging
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -11,6 +10,7 @@ from typing import Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from core import fs
 from core.errors import InputError
 from core.feature_specs import scored_feature_spec
 from core.features import FeatureInfo
@@ -20,7 +20,7 @@ log = logging.getLogger("models.inputs")
 
 def list_shards(file_pattern: str) -> list[str]:
     """Sorted shard paths; raises InputError naming the pattern when nothing matches."""
-    files = sorted(glob.glob(file_pattern))
+    files = fs.glob(file_pattern)
     if not files:
         raise InputError(f"no TFRecord shards match {file_pattern}; run `python -m pipeline preprocess` first")
     return files

@@ -1,13 +1,13 @@
 """Saving and loading trained artifacts of a role ('teacher', 'student') in its model directory.
 
-    <model_dir>/serving_model/     tf_keras functional model, TF SavedModel format (main towers only)
+    <model_dir>/serving_model/     tf_keras functional model, TF SavedModel format (main towers only),
+                                   published with ``core.fs.publish_dir``: read it at ``serving_model_dir``
     <model_dir>/model_config.json  {"model": ModelConfig, "tasks": [...], "funnel": ..., "feature_info": ...}
     <model_dir>/metrics.json       training history, best epoch and its metrics, parameter count
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import tf_keras as keras
 
@@ -17,7 +17,8 @@ from core import config as config_module
 from core.config import FunnelConfig, ModelConfig, TaskConfig
 from core.errors import InputError
 from core.features import FeatureInfo
-from core.run_dir import atomic_dir, read_json, write_json_atomic
+from core import fs
+from core.fs import publish_dir, read_json, write_json_atomic
 
 SERVING_MODEL = "serving_model"
 MODEL_CONFIG = "model_config.json"
@@ -25,18 +26,18 @@ METRICS = "metrics.json"
 
 
 def serving_model_dir(model_dir: str) -> str:
-    """``<model_dir>/serving_model``."""
-    return os.path.join(model_dir, SERVING_MODEL)
+    """The published SavedModel under ``<model_dir>/serving_model`` (its committed attempt)."""
+    return fs.published(fs.join(model_dir, SERVING_MODEL))
 
 
 def has_serving_model(model_dir: str) -> bool:
-    """Whether ``model_dir`` holds a saved serving model."""
-    return os.path.isdir(serving_model_dir(model_dir))
+    """Whether ``model_dir`` holds a saved (published) serving model."""
+    return fs.exists(fs.join(serving_model_dir(model_dir), "saved_model.pb"))
 
 
 def load_feature_info(path: str, stage: str = "preprocess") -> FeatureInfo:
     """FeatureInfo from a ``feature_info.json``; ``InputError`` naming ``stage`` when it is missing."""
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise InputError(f"{path} not found; run `python -m pipeline {stage}` for this run directory first")
     return FeatureInfo.from_dict(read_json(path, "feature_info.json"))
 
@@ -65,27 +66,28 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
       dict artifact -> path (``serving_model``, ``model_config``, ``metrics``, ``logs``); empty
       on a worker other than the chief.
     """
-    path = os.path.join(model_dir, SERVING_MODEL)
+    path = fs.join(model_dir, SERVING_MODEL)
     feature_info = feature_info.select(list(getattr(model_cfg, "features", None) or []))
     if not multi_worker.is_chief():  # multi-worker: every worker saves, only the chief's copy is kept
         with multi_worker.write_dir(path) as tmp:
             model.serving_model().save(tmp)
         return {}
-    with atomic_dir(path) as tmp:
+    with publish_dir(path) as tmp:
         model.serving_model().save(tmp)
-    write_json_atomic(os.path.join(model_dir, MODEL_CONFIG), {
+    path = fs.published(path)
+    write_json_atomic(fs.join(model_dir, MODEL_CONFIG), {
         "role": role,
         "model": dataclasses.asdict(model_cfg),
         "tasks": [dataclasses.asdict(t) for t in tasks],
         "funnel": dataclasses.asdict(funnel) if funnel is not None else None,
         "feature_info": feature_info.to_dict(),
     })
-    write_json_atomic(os.path.join(model_dir, METRICS), {
+    write_json_atomic(fs.join(model_dir, METRICS), {
         "best_epoch": result.best_epoch, "best_metrics": result.best_metrics, "params": result.params,
         "rows": result.rows, "history": result.history,
     })
-    return {"serving_model": path, "model_config": os.path.join(model_dir, MODEL_CONFIG),
-            "metrics": os.path.join(model_dir, METRICS), "logs": os.path.join(model_dir, "logs")}
+    return {"serving_model": path, "model_config": fs.join(model_dir, MODEL_CONFIG),
+            "metrics": fs.join(model_dir, METRICS), "logs": fs.join(model_dir, "logs")}
 
 
 def load_model_config(model_dir: str, stage: str):
@@ -95,8 +97,8 @@ def load_model_config(model_dir: str, stage: str):
     ``model_inputs`` are the serving model's inputs.
 
     ``InputError`` naming ``stage`` (the stage that writes it) when it is missing or malformed."""
-    path = os.path.join(model_dir, MODEL_CONFIG)
-    if not os.path.exists(path):
+    path = fs.join(model_dir, MODEL_CONFIG)
+    if not fs.exists(path):
         raise InputError(f"{path} not found; run `python -m pipeline {stage}` for this run directory first")
     d = read_json(path, "model_config.json")
     try:

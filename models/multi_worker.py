@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 from typing import Iterator
 
+from core import fs
 from core.errors import ConfigError
 
 
@@ -62,4 +62,4 @@ def write_dir(final: str) -> Iterator[str]:
     try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)

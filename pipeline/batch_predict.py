@@ -19,10 +19,8 @@ a ``tf.Example`` feature with several values) are sent in the padded representat
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
-import os
 import time
 
 import apache_beam as beam
@@ -31,7 +29,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from pipeline.beam_options import pipeline_options
 from core.errors import PipelineError
 from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs, pipeline_errors
-from core.run_dir import atomic_dir, write_json_atomic
+from core import fs
+from core.fs import publish_dir, write_json_atomic
 from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
 log = logging.getLogger("pipeline.batch_predict")
@@ -137,11 +136,7 @@ class ScoreRawRecords(beam.PTransform):
 
 
 def _count_lines(pattern: str) -> int:
-    n = 0
-    for path in glob.glob(pattern):
-        with open(path, encoding="utf-8") as f:
-            n += sum(1 for line in f if line.strip())
-    return n
+    return sum(sum(1 for line in fs.read_text(path).splitlines() if line.strip()) for path in fs.glob(pattern))
 
 
 def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> dict:
@@ -149,25 +144,25 @@ def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> 
     columns = served_columns(export_dir)
     check_inputs(pattern, fmt, cfg, columns)
     start = time.monotonic()
-    with atomic_dir(output) as tmp:
+    with publish_dir(output) as tmp:
         # A truncated or corrupt input file surfaces as one InputError naming it, not a runner traceback.
         with pipeline_errors(), beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
             out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir, columns=columns)
             _ = out["predictions"] | "WritePredictions" >> beam.io.WriteToText(
-                os.path.join(tmp, "predictions"), file_name_suffix=".jsonl")
-            _ = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(tmp, "dead_letters", "dead_letters"))
+                fs.join(tmp, "predictions"), file_name_suffix=".jsonl")
+            _ = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(fs.join(tmp, "dead_letters", "dead_letters"))
             _ = (out["read"] | "CountRead" >> beam.combiners.Count.Globally()
-                 | "WriteCount" >> beam.io.WriteToText(os.path.join(tmp, "rows_read"), num_shards=1,
+                 | "WriteCount" >> beam.io.WriteToText(fs.join(tmp, "rows_read"), num_shards=1,
                                                        shard_name_template="", file_name_suffix=".txt"))
-        read = int(open(os.path.join(tmp, "rows_read.txt")).read().strip() or 0)
-        os.remove(os.path.join(tmp, "rows_read.txt"))
-        predicted = _count_lines(os.path.join(tmp, "predictions*.jsonl"))
-        dead = _count_lines(os.path.join(tmp, "dead_letters", "dead_letters*.jsonl"))
+        read = int(fs.read_text(fs.join(tmp, "rows_read.txt")).strip() or 0)
+        fs.remove(fs.join(tmp, "rows_read.txt"))
+        predicted = _count_lines(fs.join(tmp, "predictions*.jsonl"))
+        dead = _count_lines(fs.join(tmp, "dead_letters", "dead_letters*.jsonl"))
         wall = time.monotonic() - start
         counts = {"rows_read": read, "predicted": predicted, "dead_lettered": dead, "model": export_dir,
                   "input": pattern, "format": fmt, "wall_seconds": round(wall, 3),
                   "rows_per_second": round(read / wall, 1) if wall > 0 else None}
         if read != predicted + dead:
             raise PipelineError(f"predict: counts do not add up: read={read}, predicted={predicted}, dead_lettered={dead}")
-        write_json_atomic(os.path.join(tmp, "counts.json"), counts)
+        write_json_atomic(fs.join(tmp, "counts.json"), counts)
     return counts

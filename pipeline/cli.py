@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 
+from core import fs
 from core.errors import ConfigError, PipelineError, storage_error
 from pipeline.stages import STAGES, stages_for_run
 from pipeline.stages.base import run_order
@@ -201,7 +202,7 @@ def resolve_config(args: argparse.Namespace):
     path = args.config or DEFAULT_CONFIG
     run_dir = RunDir(args.run_dir or os.path.join("runs", _config_name(path, overrides)))
     recorded_file = run_dir.config_file
-    if not os.path.exists(recorded_file):
+    if not fs.exists(recorded_file):
         return _with_beam_args(load_config(path, overrides), args), run_dir
     try:
         load_config(recorded_file)
@@ -241,13 +242,12 @@ def record_config(cfg, run_dir) -> bool:
     from core.run_dir import Summary, write_text_atomic
 
     data = config_to_dict(cfg)
-    os.makedirs(run_dir.root, exist_ok=True)
+    fs.makedirs(run_dir.root)
     changed = False
     recorded = None
-    if os.path.exists(run_dir.config_file):
+    if fs.exists(run_dir.config_file):
         try:
-            with open(run_dir.config_file, encoding="utf-8") as f:
-                recorded = yaml.safe_load(f)
+            recorded = yaml.safe_load(fs.read_text(run_dir.config_file))
         except yaml.YAMLError:  # an invalid recorded config replaced with --force
             recorded = None
     if recorded != data:

@@ -31,13 +31,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import shutil
 
 from models import model_io
 from models.builder import build_ranker, model_features
 from models.distillation import DistilledRanker
-from core import feature_specs
+from core import feature_specs, fs
 from models.distribute import get_strategy
 from models.evaluation import evaluate_predictions, predict_split
 from models.inputs import list_shards, make_dataset, split_source
@@ -80,13 +78,13 @@ def score_with_teacher(cfg, run_dir) -> dict:
     total = sum(c["rows_in"] for c in counts.values())
     if total and dead / total > cfg.preprocess.max_dead_letter_fraction:
         raise DataValidationError(f"teacher scoring dead-lettered {dead} of {total} records "
-                                  f"(see {os.path.join(run_dir.scores_dir, 'dead_letters')})")
+                                  f"(see {fs.join(run_dir.scores_output, 'dead_letters')})")
     return counts
 
 
 def scores_pattern(run_dir, split: str) -> str:
     """Glob of the scored shards of ``split`` (the teacher-scoring job's output)."""
-    return os.path.join(run_dir.scores_dir, f"{split}-*.tfrecord.gz")
+    return fs.join(run_dir.scores_output, f"{split}-*.tfrecord.gz")
 
 
 def load_frozen_teacher(run_dir):
@@ -220,12 +218,10 @@ def _clear_stale_sizes(run_dir, names: list[str]) -> None:
     """Removes ``students/<name>`` directories of sizes no longer configured (a frontier
     recorded now never names them; export must not find a student of another config)."""
     root = run_dir.students_dir
-    if not os.path.isdir(root):
-        return
-    for entry in os.listdir(root):
+    for entry in fs.listdir(root):
         if entry not in names and not entry.startswith("."):
-            log.info("distill: removing %s (not in distill.sizes)", os.path.join(root, entry))
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            log.info("distill: removing %s (not in distill.sizes)", fs.join(root, entry))
+            fs.rmtree(fs.join(root, entry))
 
 
 def _train_sizes(cfg, run_dir, trainer) -> dict:
@@ -283,11 +279,11 @@ def serving_cost(cfg, run_dir, models: dict, breakdown: tuple = ()) -> tuple[dic
         raise InputError(f"no valid raw test rows in {run_dir.raw_input(cfg)[0]} to time the serving models with")
     serialized = [encode_raw_example(cfg, r["features"]) for r in rows]
     scratch = run_dir.latency_exports_dir
-    shutil.rmtree(scratch, ignore_errors=True)
+    fs.rmtree(scratch)
     try:
         dirs, modules = {}, {}
         for name, (role, model_dir, loaded) in models.items():
-            dirs[name] = os.path.join(scratch, name)
+            dirs[name] = fs.join(scratch, name)
             module = serving_parts(cfg, run_dir, role, model_dir, keras_model=loaded).module
             save_serving_module(module, dirs[name])
             if name in breakdown:
@@ -301,7 +297,7 @@ def serving_cost(cfg, run_dir, models: dict, breakdown: tuple = ()) -> tuple[dic
             parts = breakdown_ms(modules, serialized, batch_sizes=(1, 64, 512), calls=BREAKDOWN_CALLS, threads=1,
                                  scratch_dir=scratch)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        fs.rmtree(scratch)
     settings = {"batch_size": d.latency_batch_size, "calls": d.latency_calls, "warmup": 10, "threads": 1,
                 "signature": "serving_default", "examples": len(serialized),
                 "path": "TF1 session (tf.compat.v1 SavedModel loader, tag serve), one intra- and inter-op thread, "
@@ -311,8 +307,8 @@ def serving_cost(cfg, run_dir, models: dict, breakdown: tuple = ()) -> tuple[dic
 
 def _epochs_run(model_dir: str) -> int | None:
     """Epochs the model in ``model_dir`` trained for (its metrics.json history; None if unrecorded)."""
-    path = os.path.join(model_dir, model_io.METRICS)
-    if not os.path.exists(path):
+    path = fs.join(model_dir, model_io.METRICS)
+    if not fs.exists(path):
         return None
     history = (read_json(path, "metrics.json").get("history") or {}).get("loss")
     return len(history) if isinstance(history, list) else None
@@ -363,7 +359,7 @@ def distill(cfg, run_dir) -> StageResult:
     tasks = cfg.task_names
     table = distill_report.distillation_table(runs, tasks, params, latency, latency_batch)
     gaps = distill_report.gap_closed(table, tasks, TEACHER, KD_ROW, NOKD_ROW)
-    plot = distill_report.bar_chart(table, tasks, os.path.join(run_dir.plots_dir, "distillation.png"),
+    plot = distill_report.bar_chart(table, tasks, fs.join(run_dir.plots_dir, "distillation.png"),
                                     f"distillation: mode={cfg.distill.mode}, alpha={cfg.distill.alpha}, "
                                     f"T={cfg.distill.temperature}, {len(cfg.distill.seeds)} seed(s)")
     text = distill_report.markdown(table, tasks, gaps, KD_ROW, NOKD_ROW)
@@ -385,7 +381,7 @@ def distill(cfg, run_dir) -> StageResult:
         else:
             e = sizes[name]
             n_params, kd, no_kd = int(e["serving"].count_params()), e["kd"], e["no_kd"]
-            epochs, where = (e["epochs_kd"], e["epochs_no_kd"]), os.path.relpath(e["model_dir"], run_dir.root)
+            epochs, where = (e["epochs_kd"], e["epochs_no_kd"]), fs.relative(e["model_dir"], run_dir.root)
         arch = _architecture(model_cfg, teacher_features)
         entries.append(distill_report.frontier_entry(name, True, d.mode, n_params, p50[name], kd, tasks, arch,
                                                      epochs[0], where))
@@ -394,7 +390,7 @@ def distill(cfg, run_dir) -> StageResult:
     # teacher first, then the students small to large (KD before no-KD)
     entries = distill_report.mark_pareto([entries[0]] + sorted(entries[1:], key=lambda e: (e["params"], not e["kd"])))
     frontier = {**settings, "models": entries}
-    frontier_plot = distill_report.frontier_plot(entries, tasks, os.path.join(run_dir.plots_dir,
+    frontier_plot = distill_report.frontier_plot(entries, tasks, fs.join(run_dir.plots_dir,
                                                                               "distill_frontier.png"), settings)
     frontier_text = distill_report.frontier_markdown(entries, tasks, settings)
 
@@ -407,7 +403,7 @@ def distill(cfg, run_dir) -> StageResult:
               f"{latency_batch[TEACHER] / latency_batch[KD_ROW]:.2f}x lower batch-{distill_report.BATCH} latency "
               "than the teacher (median of 200 interleaved in-process calls of the serving models).\n\n")
     report = (header + text + "\n\n### Test AUC against serving cost\n\n"
-              + frontier_text + f"\n\n![AUC vs serving p50]({os.path.relpath(frontier_plot, run_dir.root)})\n"
+              + frontier_text + f"\n\n![AUC vs serving p50]({fs.relative(frontier_plot, run_dir.root)})\n"
               + "\n### Where the serving time goes: teacher and student\n\n"
               + f"p50 per batch size in TF Serving's path ({breakdown['path']}, {breakdown['threads']} thread, "
               + f"{breakdown['calls']} calls after {breakdown['warmup']} warmup calls). Method: {breakdown['method']}."
@@ -418,9 +414,9 @@ def distill(cfg, run_dir) -> StageResult:
                "latency_ratio_batch": round(latency_batch[TEACHER] / latency_batch[KD_ROW], 3), "scoring": counts,
                "kd_beats_no_kd": {t: table[KD_ROW][t]["auc_mean"] > table[NOKD_ROW][t]["auc_mean"] for t in tasks},
                "frontier": frontier, "serving_breakdown": breakdown}
-    artifacts = {**saved[1].artifacts, "scores": run_dir.scores_dir,
+    artifacts = {**saved[1].artifacts, "scores": run_dir.scores_output,
                  **{f"student_{n}": model_io.serving_model_dir(e["model_dir"]) for n, e in sizes.items()}}
-    plots = [os.path.relpath(plot, run_dir.root), os.path.relpath(frontier_plot, run_dir.root)]
+    plots = [fs.relative(plot, run_dir.root), fs.relative(frontier_plot, run_dir.root)]
     return StageResult(rows=rows, metrics=metrics, models={STUDENT: runs[KD_ROW][0]}, artifacts=artifacts,
                        plots=plots, report=report,
                        message=f"student saved to {saved[1].artifacts.get('serving_model')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
+from core import fs
 from core.run_dir import RunDir, Summary
 
 
@@ -213,9 +214,6 @@ def render(summary: dict, title: str) -> str:
 
 def write_report(run_dir: RunDir) -> str:
     summary = Summary(run_dir).load()
-    text = render(summary, summary.get("config", {}).get("name", os.path.basename(run_dir.root)))
-    tmp = run_dir.report_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, run_dir.report_file)
+    text = render(summary, summary.get("config", {}).get("name", fs.basename(run_dir.root)))
+    fs.write_atomic(run_dir.report_file, text)
     return run_dir.report_file

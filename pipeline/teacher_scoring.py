@@ -17,13 +17,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from core import feature_specs
+from core import feature_specs, fs
 
 log = logging.getLogger("pipeline.stages.distill")
 
@@ -206,13 +205,13 @@ class ScoreSplits(beam.PTransform):
                 | f"Score[{split}]" >> ScoreWithTeacher(self._handler)
             )
             _ = scored.scored | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                os.path.join(self._output_dir, split), file_name_suffix=".tfrecord.gz",
+                fs.join(self._output_dir, split), file_name_suffix=".tfrecord.gz",
                 compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=self._num_shards)
             _ = (
                 scored[DEAD_LETTER_TAG]
                 | f"DeadLetterJson[{split}]" >> beam.Map(lambda d, s=split: json.dumps({"split": s, **d}))
                 | f"WriteDeadLetters[{split}]" >> beam.io.WriteToText(
-                    os.path.join(self._output_dir, "dead_letters", split), file_name_suffix=".jsonl")
+                    fs.join(self._output_dir, "dead_letters", split), file_name_suffix=".jsonl")
             )
         return pbegin
 
@@ -228,15 +227,16 @@ def score_splits(patterns: dict, output_dir: str, model_handler: TeacherModelHan
                  num_shards: int = 0) -> dict:
     """Runs ``ScoreSplits`` and waits; returns split -> ``{rows_in, rows_scored, rows_dead_letter}``.
 
-    The output is written to a temporary directory and renamed to ``output_dir`` only when the
-    job succeeded and the counts add up; raises ``RuntimeError`` when they do not.
+    The output is published as ``output_dir`` (``core.fs.publish_dir``: read it through
+    ``core.fs.published``) only when the job succeeded and the counts add up; raises
+    ``RuntimeError`` when they do not.
     """
     from apache_beam.metrics.metric import MetricsFilter
 
-    from core.run_dir import atomic_dir
+    from core.fs import publish_dir
 
     counts = {split: {"rows_in": 0, "rows_scored": 0, "rows_dead_letter": 0} for split in patterns}
-    with atomic_dir(output_dir) as tmp:
+    with publish_dir(output_dir) as tmp:
         p = beam.Pipeline(options=options)
         _ = p | "ScoreSplits" >> ScoreSplits(patterns, tmp, model_handler, num_shards=num_shards)
         result = p.run()

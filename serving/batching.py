@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core import fs
 from core.errors import ConfigError
 from serving.status import RequestError, failed_precondition, invalid
 from serving.status import UNAVAILABLE
@@ -156,10 +157,9 @@ def read_batching_parameters(path: str):
     from google.protobuf import text_format
 
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"batching parameters file {path}: cannot read it: {e.strerror or e}") from None
+        text = fs.read_text(path)
+    except Exception as e:  # noqa: BLE001  OSError, tf.errors.NotFoundError, UnicodeDecodeError
+        raise ConfigError(f"batching parameters file {path}: cannot read it: {getattr(e, 'strerror', None) or getattr(e, 'message', None) or e}") from None
     params = BatchingParameters()
     try:
         text_format.Parse(text, params)

@@ -20,9 +20,10 @@ Command line (scores a few validation rows of a run)::
 """
 from __future__ import annotations
 
+from core import fs
+
 import argparse
 import json
-import os
 import sys
 
 
@@ -230,8 +231,7 @@ def _run_rows(run_dir: str, rows: int) -> tuple:
     from serving.raw_examples import read_split
 
     rd = RunDir(run_dir)
-    with open(rd.require(rd.config_file, "run"), encoding="utf-8") as f:
-        cfg = config_from_dict(yaml.safe_load(f))
+    cfg = config_from_dict(yaml.safe_load(fs.read_text(rd.require(rd.config_file, "run"))))
     pattern, fmt = rd.raw_input(cfg)
     records = read_split(cfg, pattern, fmt, "validation", rows)
     return cfg, records, [encode_raw_example(cfg, r["features"]) for r in records]
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     p.add_argument("--columnar", action="store_true", help="REST predict_raw: the columnar \"inputs\" format "
                                                             "(default: row \"instances\")")
     args = p.parse_args(argv)
-    cfg, records, examples = _run_rows(os.path.abspath(args.run_dir), args.rows)
+    cfg, records, examples = _run_rows(fs.absolute(args.run_dir), args.rows)
     raw = args.signature == "predict_raw"
     try:
         if args.rest:
@@ -269,7 +269,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for rec, pred in zip(records, out):
-        print(json.dumps({"source": f"{os.path.basename(rec['source'])}:{rec['position']}", **pred}))
+        print(json.dumps({"source": f"{fs.basename(rec['source'])}:{rec['position']}", **pred}))
     return 0
 
 

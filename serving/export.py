@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import shutil
 import types
 
 import tensorflow as tf
@@ -37,6 +35,7 @@ from core.errors import ExportError, InputError
 from core.config import BEST_UNDER_BUDGET, weight_columns
 from core.feature_specs import encode_raw_example, serving_feature_spec
 from core.features import FeatureInfo, raw_columns_for
+from core import fs
 from core.run_dir import RunDir, Summary, read_json, write_json_atomic
 from serving import versions
 from serving.gate import run_gate
@@ -51,7 +50,7 @@ METRIC_ROWS = 50_000  # cap on test rows the gate scores (the default run has ~2
 
 def read_tfrecords(pattern: str, spec: dict, limit: int) -> dict | None:
     """The transformed examples matching ``pattern`` as name -> ndarray (None when absent)."""
-    files = sorted(tf.io.gfile.glob(pattern))
+    files = fs.glob(pattern)
     if not files:
         return None
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit).batch(4096)
@@ -77,8 +76,8 @@ def model_features(cfg, run_dir: RunDir, role: str, model_dir: str | None = None
     of its ``model_config.json`` (in ``model_dir``, default ``run_dir.model_dir(role)``) when
     recorded, else the config's (``model.features`` for the teacher;
     ``distill.student.features``, or the teacher's, for the student)."""
-    path = os.path.join(model_dir or run_dir.model_dir(role), "model_config.json")
-    if os.path.exists(path):
+    path = fs.join(model_dir or run_dir.model_dir(role), "model_config.json")
+    if fs.exists(path):
         recorded = (read_json(path, "model config").get("model") or {}).get("features")
         if recorded:
             return list(recorded)
@@ -127,7 +126,7 @@ def serving_parts(cfg, run_dir: RunDir, role: str, model_dir: str | None = None,
         raise ExportError(f"the {role} model's features: {e}") from None
     columns = raw_columns_for(cfg, chosen)
     tft_output = tft.TFTransformOutput(artifact_checks.require_transform_output(run_dir.transform_output_dir))
-    model_path = artifact_checks.require_saved_model(os.path.join(model_dir, "serving_model"),
+    model_path = artifact_checks.require_saved_model(fs.published(fs.join(model_dir, "serving_model")),
                                                      "train" if role == "teacher" else "distill")
     if keras_model is None:
         keras_model = tf_keras.models.load_model(model_path, compile=False)
@@ -212,11 +211,11 @@ def export_model(cfg, run_dir: RunDir, role: str, trained_dir: str | None = None
                                                       parts.tft_output)
 
     name = cfg.export.model_name
-    model_dir = os.path.join(run_dir.serving_base(cfg.export.base_dir), name)
-    os.makedirs(model_dir, exist_ok=True)
+    model_dir = fs.join(run_dir.serving_base(cfg.export.base_dir), name)
+    fs.makedirs(model_dir)
     version = versions.next_version(model_dir)
     build = versions.build_dir(model_dir, version)
-    shutil.rmtree(build, ignore_errors=True)
+    fs.rmtree(build)
     pattern, fmt = run_dir.raw_input(cfg)
     try:
         log.info("export: saving %s model as %s version %d into %s", role, name, version, build)
@@ -240,14 +239,14 @@ def export_model(cfg, run_dir: RunDir, role: str, trained_dir: str | None = None
                             previous_metrics=prev_metrics)
         blessing.update({"model_name": name, "version": version, "role": role, "previous_version": prev_version})
         if trained_dir is not None:
-            blessing["trained_model"] = os.path.relpath(os.path.abspath(trained_dir), run_dir.root)
+            blessing["trained_model"] = fs.relative(fs.absolute(trained_dir), run_dir.root)
         if selection is not None:
             blessing["selection"] = selection
-        write_json_atomic(os.path.join(build, versions.METRICS_FILE), blessing["metrics"])
-        write_json_atomic(os.path.join(build, versions.BLESSED_FILE), blessing)
+        write_json_atomic(fs.join(build, versions.METRICS_FILE), blessing["metrics"])
+        write_json_atomic(fs.join(build, versions.BLESSED_FILE), blessing)
         final = versions.publish(build, model_dir, version)
     except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
+        fs.rmtree(build)
         raise
     log.info("export: published %s", final)
     sample = (warm or test)[:1]

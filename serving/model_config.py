@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from core import fs
 from core.errors import ConfigError
 from serving.status import FAILED_PRECONDITION, INVALID_ARGUMENT
 
@@ -117,7 +118,7 @@ def models_from_proto(config) -> list[ModelConfig] | None:
         if c.name in names:
             raise ModelConfigError(f"Illegal to list model {c.name} multiple times in config list")
         names.add(c.name)
-        if not c.base_path or not os.path.isabs(c.base_path):
+        if not c.base_path or not (os.path.isabs(c.base_path) or not fs.is_local(c.base_path)):
             raise ModelConfigError(f"Expected model {c.name} to have an absolute path or URI; got "
                                    f"base_path()={c.base_path}")
         if c.model_type:
@@ -140,7 +141,8 @@ def _model_config(c) -> ModelConfig:
     if c.HasField("logging_config"):
         log.warning("model %s: logging_config (request logging) is not implemented by this server; "
                     "requests are not logged", c.name)
-    return ModelConfig(name=c.name, base_path=os.path.normpath(c.base_path), policy=policy,
+    return ModelConfig(name=c.name, base_path=os.path.normpath(c.base_path) if fs.is_local(c.base_path) else fs.absolute(c.base_path),
+                       policy=policy,
                        num_versions=max(int(c.model_version_policy.latest.num_versions), 1),
                        versions=versions, labels=dict(c.version_labels))
 
@@ -149,9 +151,8 @@ def read_model_config(path: str) -> list[ModelConfig] | None:
     """``parse_model_config`` of the file ``path`` (None: an empty config); ConfigError when
     it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        text = fs.read_text(path)
+    except Exception as e:  # noqa: BLE001  OSError, tf.errors.NotFoundError, UnicodeDecodeError
         raise ModelConfigError(f"--model_config_file: cannot read {path}: {e}") from None
     return parse_model_config(text, f"--model_config_file {path}")
 
@@ -159,7 +160,5 @@ def read_model_config(path: str) -> list[ModelConfig] | None:
 def discovered(base_dir: str) -> list[ModelConfig]:
     """Without a config file: every ``<base_dir>/<name>/`` directory (hidden ones skipped) is
     a model served with the latest-version policy."""
-    if not os.path.isdir(base_dir):
-        return []
-    return [ModelConfig(n, os.path.join(base_dir, n)) for n in sorted(os.listdir(base_dir))
-            if not n.startswith(".") and os.path.isdir(os.path.join(base_dir, n))]
+    return [ModelConfig(n, fs.join(base_dir, n)) for n in fs.listdir(base_dir)
+            if not n.startswith(".") and fs.isdir(fs.join(base_dir, n))]

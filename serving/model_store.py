@@ -48,9 +48,10 @@ States follow TF Serving's ``ModelVersionStatus``: START, LOADING, AVAILABLE, UN
 """
 from __future__ import annotations
 
+from core import fs
+
 import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -77,22 +78,16 @@ class _Servable:
 
 
 def fingerprint(path: str) -> tuple | None:
-    """Sorted (relative path, size, mtime_ns) of every file and directory (size -1) under
-    ``path``; None if something vanished while it was being listed."""
+    """Sorted (relative path, size, mtime) of every file under ``path`` (any filesystem);
+    None if something vanished while it was being listed."""
     out = []
     try:
-        for root, dirs, files in os.walk(path, onerror=_raise):
-            for name, is_dir in [(d, True) for d in dirs] + [(f, False) for f in files]:
-                full = os.path.join(root, name)
-                st = os.stat(full)
-                out.append((os.path.relpath(full, path), -1 if is_dir else st.st_size, st.st_mtime_ns))
-    except OSError:
+        for rel in fs.walk_files(path):
+            full = fs.join(path, rel)
+            out.append((rel, fs.size(full), fs.mtime(full)))
+    except Exception:  # noqa: BLE001  a file removed between the listing and its stat
         return None
     return tuple(sorted(out))
-
-
-def _raise(error: OSError):
-    raise error
 
 
 class ModelStore:
@@ -117,7 +112,7 @@ class ModelStore:
             raise ValueError(f"poll_seconds must be > 0. Received: poll_seconds={poll_seconds}")
         if base_dir is None and models is None:
             raise ValueError("one of base_dir and models must be given. Received: both None")
-        self.base_dir = os.path.abspath(base_dir) if base_dir else None
+        self.base_dir = fs.absolute(base_dir) if base_dir else None
         self.poll_seconds = poll_seconds
         self._loader = loader
         self._warmup = warmup
@@ -199,7 +194,7 @@ class ModelStore:
 
     def _poll_model(self, cfg: ModelConfig) -> None:
         name = cfg.name
-        if not os.path.isdir(cfg.base_path):
+        if not fs.isdir(cfg.base_path):
             if name not in self._missing:
                 self._missing.add(name)
                 log.warning("Could not find base path %s for servable %s", cfg.base_path, name)
@@ -291,7 +286,7 @@ class ModelStore:
             with self._lock:
                 s = self._models[name][version]
                 s.state, s.error, s.fingerprint = END, redact_paths(f"{type(error).__name__}: {error}",
-                                                                    os.path.dirname(cfg.base_path)), after
+                                                                    fs.dirname(cfg.base_path)), after
             return
         with self._lock:
             s = self._models[name][version]

@@ -15,6 +15,8 @@ scaling, another process) hits them alike.
 """
 from __future__ import annotations
 
+from core import fs
+
 import time
 import numpy as np
 import tensorflow as tf
@@ -239,18 +241,17 @@ def breakdown_ms(modules: dict, serialized: list[bytes], batch_sizes=(1, 64, 512
       "model_ms", "total_ms", "total_p90_ms", "total_p99_ms", "stage_p50_ms": {stage: p50}}}}}``
       (``overhead_ms + parse_ms + transform_ms + model_ms == total_ms``, all p50 ms).
     """
-    import os
     import re
-    import shutil
     import tempfile
+    import uuid
 
     if not modules:
         raise ValueError("no models to measure")
-    tmp = tempfile.mkdtemp(prefix="serving-cost-", dir=scratch_dir)
+    tmp = fs.join(scratch_dir or tempfile.gettempdir(), f"serving-cost-{uuid.uuid4().hex[:12]}")
     loaded = {}
     try:
         for i, (name, module) in enumerate(modules.items()):
-            path = save_stage_export(module, os.path.join(tmp, f"{i}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"))
+            path = save_stage_export(module, fs.join(tmp, f"{i}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"))
             loaded[name] = LoadedModel(path, threads)
         runners = {(n, s): m.runner(s) for n, m in loaded.items() for s in STAGES}
         batches_out = {}
@@ -273,7 +274,7 @@ def breakdown_ms(modules: dict, serialized: list[bytes], batch_sizes=(1, 64, 512
     finally:
         for m in loaded.values():
             m.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)
     return {"method": STAGE_METHOD, "path": "TF1 session (tf.compat.v1.saved_model.loader.load, tag serve), one "
             "Session.run per call on serialized raw tf.Examples", "threads": threads, "calls": calls, "warmup": warmup,
             "batch_sizes": list(batch_sizes), "batches": batches_out}

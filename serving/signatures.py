@@ -58,12 +58,12 @@ one shared tensor is also parsed once).
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Mapping
 
 import tensorflow as tf
 
+from core import fs
 from core.feature_specs import dummy_batch
 from serving.raw_examples import LIST_PAD
 
@@ -369,8 +369,7 @@ def read_signature_defs(export_dir: str) -> dict:
     from tensorflow.core.protobuf import saved_model_pb2
 
     sm = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        sm.ParseFromString(f.read())
+    sm.ParseFromString(fs.read_bytes(fs.join(export_dir, "saved_model.pb")))
     for mg in sm.meta_graphs:
         if "serve" in mg.meta_info_def.tags:
             return dict(mg.signature_def)
@@ -390,19 +389,15 @@ def raw_input_columns(export_dir: str, signature: str = "predict_raw") -> dict[s
 
 def _rewrite_saved_model(export_dir: str, edit) -> None:
     """Applies ``edit(meta_graph)`` to every meta graph of ``export_dir/saved_model.pb`` and
-    replaces the file atomically (written beside it, then renamed)."""
+    replaces the file atomically (``core.fs.write_atomic``)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(export_dir, "saved_model.pb")
+    path = fs.join(export_dir, "saved_model.pb")
     sm = saved_model_pb2.SavedModel()
-    with open(path, "rb") as f:
-        sm.ParseFromString(f.read())
+    sm.ParseFromString(fs.read_bytes(path))
     for mg in sm.meta_graphs:
         edit(mg)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(sm.SerializeToString())
-    os.replace(tmp, path)
+    fs.write_atomic(path, sm.SerializeToString())
 
 
 def _set_method_names(mg, methods: dict[str, str], export_dir: str) -> None:

@@ -9,6 +9,8 @@ characters is cut there and ends in ``...TRUNCATED``, ``grpc_message``).
 """
 from __future__ import annotations
 
+from core import fs
+
 import os
 import re
 
@@ -106,7 +108,7 @@ def redact_paths(message: str, base_dir: str | None = None) -> str:
     keeps the full message.
     """
     if base_dir:
-        roots = {os.path.abspath(base_dir), os.path.realpath(base_dir)}
+        roots = {fs.absolute(base_dir), os.path.realpath(base_dir) if fs.is_local(base_dir) else base_dir}
         for root in sorted(roots, key=len, reverse=True):
             message = message.replace(root.rstrip(os.sep) + os.sep, "").replace(root, ".")
     return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], message)

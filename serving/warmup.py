@@ -11,18 +11,19 @@ and has one row per example (the gate and ``serving.model_store`` both use it).
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+from core import fs
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 
 
 def warmup_path(version_dir: str) -> str:
-    return os.path.join(version_dir, WARMUP_FILE)
+    return fs.join(version_dir, WARMUP_FILE)
 
 
 def tensor_proto(value, dtype):
@@ -44,7 +45,7 @@ def write_warmup(version_dir: str, examples: list[bytes], model_name: str,
     if len(examples) + (raw_inputs is not None) > MAX_WARMUP_RECORDS:
         raise ValueError(f"at most {MAX_WARMUP_RECORDS} warmup requests. Received: {len(examples)}")
     path = warmup_path(version_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fs.makedirs(fs.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for ex in examples:
             request = predict_pb2.PredictRequest(
@@ -65,7 +66,7 @@ def write_warmup(version_dir: str, examples: list[bytes], model_name: str,
 def read_warmup(version_dir: str) -> list:
     """The PredictionLogs of a version's warmup file ([] when it has none)."""
     path = warmup_path(version_dir)
-    if not os.path.exists(path):
+    if not fs.exists(path):
         return []
     logs = []
     for i, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):

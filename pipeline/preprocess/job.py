@@ -33,8 +33,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 
 import apache_beam as beam
@@ -50,7 +48,8 @@ from pipeline.beam_options import pipeline_options
 from pipeline.preprocess.raw_io import (FILE_ERRORS, ReadRawRecords, check_has_records, check_inputs,
                                         pipeline_errors, raise_file_errors, write_file_errors)
 from pipeline.preprocess.record_batches import ToRecordBatches, raw_tensor_adapter_config
-from core.run_dir import RunDir, write_json_atomic
+from core import fs
+from core.run_dir import PREPROCESS_LAYOUT, RunDir, write_json_atomic
 from core.splits import SPLITS, split_columns
 from pipeline.preprocess.split import SplitRecords
 from pipeline.preprocess.transform import (bucket_features, cross_features, make_preprocessing_fn, piecewise_features,
@@ -66,23 +65,23 @@ FILE_ERRORS_FILE = "_file_errors.jsonl"
 class PreprocessLayout:
     """Paths inside one (temporary) preprocess directory, mirroring ``RunDir``'s names."""
 
-    def __init__(self, run_dir: RunDir, root: str):
-        def inside(path: str) -> str:
-            return os.path.join(root, os.path.relpath(path, run_dir.preprocess_dir))
+    def __init__(self, root: str):
+        def inside(name: str) -> str:
+            return fs.join(root, PREPROCESS_LAYOUT[name])
 
         self.root = root
-        self.transform_output = inside(run_dir.transform_output_dir)
-        self.data_dir = os.path.dirname(inside(run_dir.split_pattern("train")))
-        self.feature_info = inside(run_dir.feature_info_file)
-        self.raw_feature_spec = inside(run_dir.raw_feature_spec_file)
-        self.stats = inside(run_dir.stats_file)
-        self.dead_letters = inside(run_dir.dead_letter_dir)
-        self.counts = os.path.join(root, COUNTS_FILE)
-        self.file_errors = os.path.join(root, FILE_ERRORS_FILE)
-        self.tft_temp = os.path.join(root, "_tft_tmp")
+        self.transform_output = inside("transform_output")
+        self.data_dir = inside("data")
+        self.feature_info = inside("feature_info")
+        self.raw_feature_spec = inside("raw_feature_spec")
+        self.stats = inside("stats")
+        self.dead_letters = inside("dead_letters")
+        self.counts = fs.join(root, COUNTS_FILE)
+        self.file_errors = fs.join(root, FILE_ERRORS_FILE)
+        self.tft_temp = fs.join(root, "_tft_tmp")
 
     def split_prefix(self, split: str) -> str:
-        return os.path.join(self.data_dir, split)
+        return fs.join(self.data_dir, split)
 
 
 class ReadValidSplits(beam.PTransform):
@@ -133,7 +132,7 @@ def build_pipeline(p: beam.Pipeline, cfg, pattern: str, fmt: str, layout: Prepro
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(layout.transform_output)
 
     data = p | "TransformPass" >> ReadValidSplits(pattern, fmt, cfg)
-    _ = data["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(os.path.join(layout.dead_letters, "dead_letters"))
+    _ = data["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(fs.join(layout.dead_letters, "dead_letters"))
     _ = data | "CountRecords" >> preprocess_stats.CountRecords(layout.counts, RecordSchema(cfg))
     _ = write_file_errors(data[FILE_ERRORS], layout.file_errors)
     for s in SPLITS:
@@ -188,7 +187,7 @@ def feature_info_from_output(cfg, transform_output_dir: str) -> features.Feature
 
 def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dict:
     """Runs the pipeline into ``root`` and writes feature info, raw spec and stats there."""
-    layout = PreprocessLayout(run_dir, root)
+    layout = PreprocessLayout(root)
     files = check_inputs(pattern, fmt, cfg, features.raw_columns(cfg))
     check_has_records(files, fmt, cfg)
     log.info("preprocess: %d input file(s) matching %s (%s), runner %s", len(files), pattern, fmt,
@@ -198,14 +197,13 @@ def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dic
         with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam)) as p:
             build_pipeline(p, cfg, pattern, fmt, layout)
     wall = time.monotonic() - start
-    shutil.rmtree(layout.tft_temp, ignore_errors=True)
+    fs.rmtree(layout.tft_temp)
     raise_file_errors(layout.file_errors)  # a truncated or corrupt input file fails the stage
-    if os.path.exists(layout.file_errors):
-        os.remove(layout.file_errors)
+    fs.remove(layout.file_errors)
     stats = preprocess_stats.build_stats(preprocess_stats.read_counts(layout.counts), wall,
                                          {"pattern": pattern, "format": fmt, "files": len(files)},
                                          lists=features.list_columns(cfg))
-    os.remove(layout.counts)
+    fs.remove(layout.counts)
     log.info("preprocess: read %d, valid %d, dead-lettered %d (%s) in %.1f s", stats["rows_read"], stats["valid"],
              stats["dead_lettered"], stats["by_reason"], wall)
     if stats.get("truncated"):

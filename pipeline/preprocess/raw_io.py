@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 from typing import Optional
 
@@ -44,7 +43,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 
-from core import errors, raw_formats
+from core import errors, fs, raw_formats
 from core.errors import ConfigError, InputError, PipelineError
 from core.raw_formats import list_input_files
 from core.registries import INPUT_FORMATS
@@ -124,10 +123,10 @@ def write_file_errors(file_errors, output_file: str):
 def raise_file_errors(output_file: str) -> None:
     """Raises the first file error ``write_file_errors`` wrote (its ``PipelineError`` class,
     naming the file; more failed files are counted in the message); nothing when none."""
-    if not os.path.exists(output_file):
+    if not fs.exists(output_file):
         return
-    with open(output_file, encoding="utf-8") as f:
-        failures = sorted((json.loads(line) for line in f if line.strip()), key=lambda d: d["source"])
+    failures = sorted((json.loads(line) for line in fs.read_text(output_file).splitlines() if line.strip()),
+                      key=lambda d: d["source"])
     if not failures:
         return
     first = failures[0]

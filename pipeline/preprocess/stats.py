@@ -17,6 +17,7 @@ import json
 
 import apache_beam as beam
 
+from core import fs
 from core.errors import DataValidationError, InputError, PipelineError
 from core.figures import pyplot, save_figure
 from core.splits import SPLITS
@@ -87,14 +88,13 @@ class CountRecords(beam.PTransform):
 
 def read_counts(path: str) -> dict:
     counts = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                key, n = json.loads(line)
-                if key.startswith("list_length_max:"):
-                    counts[key] = max(counts.get(key, 0), int(n))
-                else:
-                    counts[key] = counts.get(key, 0) + int(n)
+    for line in fs.read_text(path).splitlines():
+        if line.strip():
+            key, n = json.loads(line)
+            if key.startswith("list_length_max:"):
+                counts[key] = max(counts.get(key, 0), int(n))
+            else:
+                counts[key] = counts.get(key, 0) + int(n)
     return counts
 
 

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from core import fs
 from core.config import PipelineConfig
 from core.errors import InputError, PipelineError, find_os_error, storage_error
 from core.registry import Registry
-from core.run_dir import RunDir, Summary, remove_publish_leftovers
+from core.run_dir import RunDir, Summary
 
 log = logging.getLogger("pipeline")
 
@@ -150,7 +150,7 @@ def check_inputs(name: str, cfg: PipelineConfig, run_dir: RunDir, opts) -> None:
     failed or never finished: ``<stage>: cannot use <path>: the last `<producer>` attempt
     failed at ...; re-run `python -m pipeline <producer> --run-dir ...`, then `<stage>```."""
     for producer in stage_inputs(name, cfg, opts):
-        present = [p for p in run_dir.stage_outputs(producer) if os.path.exists(p)]
+        present = [p for p in run_dir.stage_outputs(producer) if fs.exists(p)]
         problem = run_dir.stage_problem(producer) if present else None
         if problem:
             raise InputError(f"{name}: cannot use {present[0]}: {problem}, then `{name}`")
@@ -183,7 +183,6 @@ def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Na
 
     entry = STAGES.get(name)
     summary = Summary(run_dir)
-    remove_publish_leftovers(run_dir.root)
     check_inputs(name, cfg, run_dir, opts)
     log.info("stage %s: started", name)
     start = time.monotonic()

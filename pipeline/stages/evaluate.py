@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-import os
 
+from core import fs
 from core.config import ROLES
 from core.errors import InputError
 from core.features import label_key
@@ -60,9 +60,9 @@ def run(cfg, run_dir, opts) -> StageResult:
         curves[task]["oracle"] = c
     plot_paths = []
     for task, c in curves.items():
-        path = plots.reliability_diagram(c, os.path.join(run_dir.plots_dir, f"calibration_{task}.png"),
+        path = plots.reliability_diagram(c, fs.join(run_dir.plots_dir, f"calibration_{task}.png"),
                                          f"reliability: {task} (test split; {', '.join(c)})")
-        plot_paths.append(os.path.relpath(path, run_dir.root))
+        plot_paths.append(fs.relative(path, run_dir.root))
     report = _report(results, cfg.data.oracle) + "\n\n" + _plots_report(curves, plot_paths)
     metrics = {"roles": roles, "calibration_curves": {task: list(c) for task, c in curves.items()}}
     return StageResult(rows=rows, models=results, metrics=metrics, plots=plot_paths, report=report,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
+from core import fs
 from core.config import BEST_UNDER_BUDGET, SERVE_MODELS
 from core.errors import ConfigError
 from core.figures import pyplot, save_figure
@@ -56,7 +56,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
                                 for t, m in blessing["metrics"].items()) + " |",
         "", f"![export gate]({plot})",
     ])
-    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": os.path.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"],
+    return StageResult(rows=next(iter(blessing["metrics"].values()))["rows"], metrics=metrics, artifacts={"version_dir": out["version_dir"], "blessing": fs.join(out["version_dir"], versions.BLESSED_FILE)}, plots=[plot], report=report, message=_message(cfg, run_dir, name, version, out["version_dir"],
                                                        role if selection is None else f"student {selection['size']}: "
                                                        f"{selection['reason']}", out["example"]),
                        extra={"rows_unit": "test examples (gate)", "raw_columns": out["columns"]})
@@ -80,7 +80,7 @@ def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:
     ax.set_title(f"export gate: {name}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return os.path.relpath(save_figure(fig, os.path.join(run_dir.plots_dir, "export_gate_auc.png")), run_dir.root)
+    return fs.relative(save_figure(fig, fs.join(run_dir.plots_dir, "export_gate_auc.png")), run_dir.root)
 
 
 def _message(cfg, run_dir: RunDir, name: str, version: int, final: str, role: str, example: dict | None) -> str:
@@ -98,6 +98,7 @@ def choose_model(cfg, run_dir: RunDir, requested: str | None) -> tuple[str, str 
     ``requested`` (``--model``), else ``export.serve_model``: a role goes through
     ``choose_role``; ``best_under_budget`` picks from distill's recorded frontier
     (``serving.export.best_under_budget``) and needs ``export.latency_budget_ms``."""
+    from models import model_io
     from serving.export import best_under_budget, frontier
 
     choice = requested or cfg.export.serve_model
@@ -109,20 +110,22 @@ def choose_model(cfg, run_dir: RunDir, requested: str | None) -> tuple[str, str 
     found = frontier(run_dir)
     chosen, selection = best_under_budget(found["models"], budget, found.get("batch_size"))
     path = run_dir.path(chosen["model_dir"])
-    run_dir.require(os.path.join(path, "serving_model"), "distill")
+    run_dir.require(model_io.serving_model_dir(path), "distill")
     log.info("export: %s", selection["reason"])
     return "student", path, selection
 
 
 def choose_role(cfg, run_dir: RunDir, requested: str | None) -> str:
     """``requested``, else ``export.serve_model``; the teacher when the student is absent."""
+    from models import model_io
+
     role = requested or cfg.export.serve_model
-    path = os.path.join(run_dir.model_dir(role), "serving_model")
-    if os.path.exists(path):
+    path = model_io.serving_model_dir(run_dir.model_dir(role))
+    if model_io.has_serving_model(run_dir.model_dir(role)):
         return role
     if requested is None and role == "student":
-        teacher = os.path.join(run_dir.model_dir("teacher"), "serving_model")
-        if os.path.exists(teacher):
+        teacher = model_io.serving_model_dir(run_dir.model_dir("teacher"))
+        if model_io.has_serving_model(run_dir.model_dir("teacher")):
             log.info("export: no student model at %s; exporting the teacher instead", path)
             return "teacher"
         run_dir.require(teacher, "train")  # neither model exists: training comes first

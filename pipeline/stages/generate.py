@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from core.errors import ConfigError
 from core.figures import pyplot, save_figure
-from core.run_dir import RunDir, atomic_dir, read_json, write_json_atomic
+from core import fs
+from core.run_dir import RunDir, publish_dir, read_json, write_json_atomic
 from pipeline.stages.base import StageResult, stage
 
 log = logging.getLogger("pipeline.stages.generate")
@@ -24,20 +24,20 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
             "(set data.source=synthetic, or skip this stage and run preprocess on data.path)"
         )
     s = cfg.synthetic
-    out_dir = run_dir.raw_data_dir
-    marker_path = os.path.join(out_dir, SUCCESS_FILE)
+    out_dir = fs.published(run_dir.raw_data_dir)
+    marker_path = fs.join(out_dir, SUCCESS_FILE)
     signature = synthetic_signature(s)
     skipped = False
-    marker = read_json(marker_path, "generate marker") if os.path.exists(marker_path) else None
+    marker = read_json(marker_path, "generate marker") if fs.exists(marker_path) else None
     if marker and marker.get("synthetic") == signature and all(
-        os.path.exists(os.path.join(out_dir, f)) for f in marker.get("files", [])
+        fs.exists(fs.join(out_dir, f)) for f in marker.get("files", [])
     ):
         skipped = True
         log.info("generate: %s already holds %d rows for this synthetic config; skipping", out_dir, marker["rows"])
         plots = marker.get("plots", [])
     else:
         log.info("generate: writing %d rows in chunks of %d into %s", s.rows, s.chunk_rows, out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with publish_dir(run_dir.raw_data_dir) as tmp:
             counts = generate(s, tmp)
             sample = counts.pop("sample")
             n = len(sample["p_click"])
@@ -48,7 +48,8 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
                 "metrics": _metrics(counts), "oracle_auc_sample": oracle, "oracle_sample_rows": n,
                 "plots": plots,
             }
-            write_json_atomic(os.path.join(tmp, SUCCESS_FILE), marker)
+            write_json_atomic(fs.join(tmp, SUCCESS_FILE), marker)
+        out_dir = fs.published(run_dir.raw_data_dir)
     m = marker["metrics"]
     verb = "reused" if skipped else "wrote"
     return StageResult(
@@ -87,8 +88,8 @@ def _plot(sample: dict, run_dir: RunDir) -> str:
         ax.set_xlabel("true probability")
     axes[0].set_ylabel("impressions")
     fig.tight_layout()
-    path = save_figure(fig, os.path.join(run_dir.plots_dir, "synthetic_probabilities.png"), dpi=80)
-    return os.path.relpath(path, run_dir.root)
+    path = save_figure(fig, fs.join(run_dir.plots_dir, "synthetic_probabilities.png"), dpi=80)
+    return fs.relative(path, run_dir.root)
 
 
 def _oracle_auc(sample: dict) -> dict:

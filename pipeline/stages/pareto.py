@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 
-from core.run_dir import atomic_dir, write_json_atomic
+from core import fs
+from core.run_dir import publish_dir, write_json_atomic
 from pipeline.stages.base import StageResult, stage
 
 
@@ -47,14 +48,15 @@ def run(cfg, run_dir, opts) -> StageResult:
     rows = run_grid(cfg, info, {s: run_dir.split_pattern(s) for s in ("train", "validation", "test")})
     p = cfg.pareto
     summary = summarize(rows, p.reference_point)
-    out_dir = run_dir.path("pareto")
-    with atomic_dir(out_dir) as tmp:
-        with open(os.path.join(tmp, "points.csv"), "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        write_json_atomic(os.path.join(tmp, "summary.json"), {"points": rows, "summary": summary})
-    plot = _plot(rows, summary, tasks, p.reference_point, os.path.join(run_dir.plots_dir, "pareto_frontiers.png"))
+    with publish_dir(run_dir.path("pareto")) as tmp:
+        points = io.StringIO(newline="")
+        w = csv.DictWriter(points, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        fs.write_atomic(fs.join(tmp, "points.csv"), points.getvalue())
+        write_json_atomic(fs.join(tmp, "summary.json"), {"points": rows, "summary": summary})
+    out_dir = fs.published(run_dir.path("pareto"))
+    plot = _plot(rows, summary, tasks, p.reference_point, fs.join(run_dir.plots_dir, "pareto_frontiers.png"))
     text = verdict(summary)
     report = [f"Backbone `{p.backbone}`, {p.epochs} epoch(s) per point, first-task weights {p.first_task_weights}, "
               f"seeds {p.seeds}; test-split AUCs (mean ± std over seeds). Hypervolume against reference point "
@@ -65,4 +67,4 @@ def run(cfg, run_dir, opts) -> StageResult:
     report += ["", *_table(summary, tasks), "", f"**{text}**"]
     metrics = {arm: {"hypervolume_mean": s["hypervolume_mean"], "hypervolume_std": s["hypervolume_std"]}
                for arm, s in summary.items()}
-    return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[os.path.relpath(plot, run_dir.root)], report="\n".join(report), message=text)
+    return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[fs.relative(plot, run_dir.root)], report="\n".join(report), message=text)

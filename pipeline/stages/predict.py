@@ -3,8 +3,8 @@ model (``pipeline.batch_predict``) into ``<run-dir>/predictions``."""
 from __future__ import annotations
 
 import logging
-import os
 
+from core import fs
 from core.errors import InputError
 from core.registries import INPUT_FORMATS
 from core.run_dir import RunDir
@@ -29,20 +29,21 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     pattern, fmt = run_dir.raw_input(cfg)
     pattern = getattr(opts, "input", None) or pattern
     fmt = getattr(opts, "format", None) or fmt  # the run's own input format (synthetic.format or data.format)
-    output = os.path.abspath(getattr(opts, "output", None) or run_dir.predictions_dir)
+    output = fs.absolute(getattr(opts, "output", None) or run_dir.predictions_dir)
     export_dir = latest_version_dir(cfg, run_dir)
     log.info("predict: scoring %s (%s) with %s into %s", pattern, fmt, export_dir, output)
     counts = predict_files(cfg, pattern, fmt, output, export_dir)
+    output = fs.published(output)
     log.info("predict: %d rows read, %d predicted, %d dead-lettered (%.0f rows/s)", counts["rows_read"],
              counts["predicted"], counts["dead_lettered"], counts["rows_per_second"] or 0)
-    return StageResult(rows=counts["rows_read"], metrics=counts, artifacts={"predictions": output, "counts": os.path.join(output, "counts.json")}, message=f"predictions: {output} ({counts['predicted']} rows, {counts['dead_lettered']} dead-lettered)")
+    return StageResult(rows=counts["rows_read"], metrics=counts, artifacts={"predictions": output, "counts": fs.join(output, "counts.json")}, message=f"predictions: {output} ({counts['predicted']} rows, {counts['dead_lettered']} dead-lettered)")
 
 
 def latest_version_dir(cfg, run_dir: RunDir) -> str:
     """The newest published version directory of ``export.model_name``."""
     from serving import versions
 
-    model_dir = os.path.join(run_dir.serving_base(cfg.export.base_dir), cfg.export.model_name)
+    model_dir = fs.join(run_dir.serving_base(cfg.export.base_dir), cfg.export.model_name)
     published = versions.list_versions(model_dir)
     if not published:
         raise InputError(f"no published version under {model_dir}; run `python -m pipeline export` first")

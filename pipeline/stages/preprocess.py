@@ -4,11 +4,8 @@ and the training split is not empty. A truncated or corrupt input file, or an in
 records, fails the stage with one ``InputError`` naming it."""
 from __future__ import annotations
 
-import os
-import shutil
-
-from core import feature_specs
-from core.run_dir import RunDir, atomic_dir, write_json_atomic
+from core import feature_specs, fs
+from core.run_dir import RunDir, publish_dir, write_json_atomic
 from core.splits import SPLITS
 from pipeline.stages.base import StageResult, add_beam_arguments, stage
 
@@ -22,23 +19,25 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     from pipeline.preprocess.job import PreprocessLayout, feature_info_from_output, run_pipeline
 
     pattern, fmt = run_dir.raw_input(cfg)
-    with atomic_dir(run_dir.preprocess_dir) as root:
+    with publish_dir(run_dir.preprocess_dir) as root:
         stats = run_pipeline(cfg, pattern, fmt, run_dir, root)
-        layout = PreprocessLayout(run_dir, root)
+        layout = PreprocessLayout(root)
         try:
-            preprocess_stats.check_dead_letter_fraction(
-                stats, cfg.preprocess.max_dead_letter_fraction, os.path.join(run_dir.rejected_dir, "dead_letters"))
+            preprocess_stats.check_dead_letter_fraction(stats, cfg.preprocess.max_dead_letter_fraction, layout.dead_letters)
             preprocess_stats.check_training_records(stats, pattern)
         except Exception:
             if stats["rows_read"]:
-                _publish_rejected(root, run_dir)
+                _publish_rejected(layout, run_dir)
+                # the same check again, naming where the dead letters are kept
+                preprocess_stats.check_dead_letter_fraction(
+                    stats, cfg.preprocess.max_dead_letter_fraction,
+                    fs.join(fs.published(run_dir.rejected_dir), "dead_letters"))
             raise
         info = feature_info_from_output(cfg, layout.transform_output)
         write_json_atomic(layout.feature_info, info.to_dict())
         write_json_atomic(layout.raw_feature_spec, feature_specs.feature_spec_to_json(feature_specs.serving_feature_spec(cfg)))
-    if os.path.isdir(run_dir.rejected_dir):
-        shutil.rmtree(run_dir.rejected_dir, ignore_errors=True)
-    plot = preprocess_stats.plot_counts(stats, os.path.join(run_dir.plots_dir, "preprocess_counts.png"))
+    fs.rmtree(run_dir.rejected_dir)
+    plot = preprocess_stats.plot_counts(stats, fs.join(run_dir.plots_dir, "preprocess_counts.png"))
     artifacts = {
         "transform_output": run_dir.transform_output_dir,
         "feature_info": run_dir.feature_info_file,
@@ -56,20 +55,17 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         rows=stats["rows_read"],
         metrics=metrics,
         artifacts=artifacts,
-        plots=[os.path.relpath(plot, run_dir.root)],
+        plots=[fs.relative(plot, run_dir.root)],
         report=preprocess_stats.report_markdown(stats, info.to_dict()),
         message=(f"preprocess: {stats['rows_read']} records read, {stats['valid']} valid "
                  f"({', '.join(f'{s} {n}' for s, n in stats['rows_per_split'].items())}), "
                  f"{stats['dead_lettered']} dead-lettered"
                  + (f", truncated lists {stats['truncated']}" if stats.get("truncated") else "")
-                 + f" -> {run_dir.preprocess_dir}"),
+                 + f" -> {run_dir.preprocess_output}"),
     )
 
 
-def _publish_rejected(layout_root: str, run_dir: RunDir) -> None:
-    from pipeline.preprocess.job import PreprocessLayout
-
-    with atomic_dir(run_dir.rejected_dir) as tmp:
-        src = PreprocessLayout(run_dir, layout_root)
-        shutil.copytree(src.dead_letters, os.path.join(tmp, "dead_letters"))
-        shutil.copy(src.stats, os.path.join(tmp, "stats.json"))
+def _publish_rejected(layout, run_dir: RunDir) -> None:
+    with publish_dir(run_dir.rejected_dir) as tmp:
+        fs.copy_tree(layout.dead_letters, fs.join(tmp, "dead_letters"))
+        fs.copy_file(layout.stats, fs.join(tmp, "stats.json"))

@@ -14,10 +14,10 @@ version that is not loaded (without the flag allowing it), is one ``error:`` lin
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 
+from core import fs
 from core.errors import ConfigError, ServingError
 from core.run_dir import RunDir
 from pipeline.stages.base import StageResult, stage
@@ -61,7 +61,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     base = getattr(opts, "model_base", None) or run_dir.serving_base(cfg.export.base_dir)
     if config_file:
         base = None
-    elif not os.path.isdir(base):
+    elif not fs.isdir(base):
         raise ServingError(f"model base directory {base} not found; run `python -m pipeline export` first "
                            "or pass --model-base (or --model_config_file)")
     rest_port = getattr(opts, "rest_port", None)

@@ -1,7 +1,8 @@
 """``python -m pipeline train``: the multi-task teacher (with self-auxiliary towers by default)."""
 from __future__ import annotations
 
-import os
+from core import fs
+
 
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -85,7 +86,7 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
     if not multi_worker.is_chief():  # the chief writes the artifacts, plot and report
         kind, index = multi_worker.task()
         return StageResult(rows=result.rows, metrics={"epochs_run": len(result.epochs), "params": result.params}, message=f"{role}: {kind} {index} done; the chief wrote the artifacts", record=False)
-    plot = plots.training_curves(result.history, cfg.task_names, os.path.join(run_dir.plots_dir, f"{role}_training.png"),
+    plot = plots.training_curves(result.history, cfg.task_names, fs.join(run_dir.plots_dir, f"{role}_training.png"),
                                  f"{role}: {model_cfg.backbone}, aux towers {'on' if model_cfg.aux.enabled else 'off'}")
     # An undefined AUC (a task with one label class in the split) stays None, never a number.
     val = {k: (None if v is None else round(v, 5)) for k, v in result.best_metrics.items()
@@ -98,7 +99,7 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
              + (f" (resumed from the backup at epoch {result.resumed_epoch + 1})" if result.resumed_epoch else "")
              + "; validation: " + ", ".join(f"{k}={'undefined' if v is None else f'{v:.4f}'}" for k, v in val.items())
              + "."]
-    return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[os.path.relpath(plot, run_dir.root)], report="\n".join(lines), message=f"{role} saved to {result.artifacts.get('serving_model')}")
+    return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[fs.relative(plot, run_dir.root)], report="\n".join(lines), message=f"{role} saved to {result.artifacts.get('serving_model')}")
 
 
 @stage("train", "train the multi-task teacher with self-auxiliary towers", reads=("preprocess",))

@@ -29,12 +29,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+from core import fs
 
 from pipeline.synthetic.click_model import BLOCK_ROWS, COLUMNS, LIST_COLUMNS, LIST_SEPARATOR, World
 
@@ -75,9 +76,10 @@ def write_part(frame: pd.DataFrame, directory: str, index: int, fmt: str) -> str
     List columns (held as their CSV field) are written as is in CSV and as ``list<string>`` in Parquet.
     """
     name = f"part-{index:05d}.{fmt}"
-    path = os.path.join(directory, name)
+    path = fs.join(directory, name)
     if fmt == "csv":
-        frame.to_csv(path, index=False, float_format=_CSV_FLOAT_FORMAT)
+        with fs.open_file(path, "w") as f:
+            frame.to_csv(f, index=False, float_format=_CSV_FLOAT_FORMAT)
     else:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -89,7 +91,8 @@ def write_part(frame: pd.DataFrame, directory: str, index: int, fmt: str) -> str
         for c in lists:
             arrays[c] = _string_lists(pa.array(frame[c].to_numpy(dtype=object), type=pa.string()), pa, pc)
         table = pa.table({c: arrays[c] for c in frame.columns}).replace_schema_metadata(plain.schema.metadata)
-        pq.write_table(table, path)
+        with fs.open_file(path, "wb") as f:
+            pq.write_table(table, f)
     return name
 
 

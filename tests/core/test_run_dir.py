@@ -1,12 +1,11 @@
 """core/run_dir.py: stale outputs of a failed or unfinished stage are refused (``require``,
-``check_stage``), and what a kill between the two renames of ``atomic_dir`` leaves is
-cleaned up by the next run."""
+``check_stage``); publication itself is tested in tests/core/test_fs.py."""
 import os
 
 import pytest
 
 from core.errors import InputError
-from core.run_dir import RunDir, Summary, atomic_dir
+from core.run_dir import RunDir, Summary
 
 
 def _write(path: str, text: str) -> str:
@@ -71,84 +70,3 @@ def test_unrecorded_or_successful_producers_are_accepted(run_dir):
     # A missing path of an unrecorded stage keeps the plain message.
     with pytest.raises(InputError, match=r"not found; run `python -m pipeline train` for this run directory first"):
         run_dir.require(run_dir.path("teacher"), "train")
-
-
-# --- interrupted publishes (a kill between or after atomic_dir's two renames)
-
-
-def _leftover(parent: str, name: str, suffix: str, text: str) -> str:
-    old = os.path.join(parent, f".old-{name}-{suffix}")
-    _write(os.path.join(old, "part.txt"), text)
-    return old
-
-
-def test_kill_between_the_renames_previous_output_is_restored_by_the_next_publish(tmp_path):
-    final = str(tmp_path / "out")
-    old = _leftover(str(tmp_path), "out", "k1ll3d", "previous")  # final renamed away, new one never renamed in
-    assert not os.path.exists(final)
-    with pytest.raises(RuntimeError):  # the next attempt fails: the previous output is back, nothing lost
-        with atomic_dir(final) as tmp:
-            _write(os.path.join(tmp, "part.txt"), "half")
-            raise RuntimeError("stage failed")
-    assert _read(os.path.join(final, "part.txt")) == "previous" and not os.path.exists(old)
-    with atomic_dir(final) as tmp:  # and a successful one replaces it
-        _write(os.path.join(tmp, "part.txt"), "new")
-    assert _read(os.path.join(final, "part.txt")) == "new"
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-
-
-def test_kill_after_the_renames_old_copy_is_removed_by_the_next_publish(tmp_path):
-    final = str(tmp_path / "out")
-    _write(os.path.join(final, "part.txt"), "current")
-    _leftover(str(tmp_path), "out", "abc123", "superseded")
-    _leftover(str(tmp_path), "out-2", "abc123", "another output's")  # not ours: kept
-    with atomic_dir(final) as tmp:
-        _write(os.path.join(tmp, "part.txt"), "new")
-    assert _read(os.path.join(final, "part.txt")) == "new"
-    assert sorted(os.listdir(tmp_path)) == [".old-out-2-abc123", "out"]
-
-
-def test_recover_publish_keeps_the_newest_copy_when_final_is_missing(tmp_path):
-    from core.run_dir import recover_publish
-
-    final = str(tmp_path / "out")
-    older = _leftover(str(tmp_path), "out", "aaa", "older")
-    newer = _leftover(str(tmp_path), "out", "bbb", "newer")
-    os.utime(older, (1, 1))
-    assert recover_publish(final) == final
-    assert _read(os.path.join(final, "part.txt")) == "newer"
-    assert not os.path.exists(older) and not os.path.exists(newer)
-    assert recover_publish(final) is None
-
-
-def test_failed_second_rename_keeps_the_previous_output(tmp_path, monkeypatch):
-    final = str(tmp_path / "out")
-    _write(os.path.join(final, "part.txt"), "current")
-    real = os.replace
-
-    def replace(src, dst):
-        if os.path.basename(src).startswith(".tmp-out-"):
-            raise OSError(28, "No space left on device", dst)
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OSError):
-        with atomic_dir(final) as tmp:
-            _write(os.path.join(tmp, "part.txt"), "new")
-    assert _read(os.path.join(final, "part.txt")) == "current"
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-
-
-def test_sweep_removes_superseded_copies_anywhere_in_the_run_dir(tmp_path):
-    from core.run_dir import remove_publish_leftovers
-
-    rd = RunDir(str(tmp_path / "run"))
-    _write(rd.path("teacher", "serving_model", "saved_model.pb"), "x")
-    done = _leftover(rd.path("teacher"), "serving_model", "x1", "superseded")  # killed after both renames
-    _write(rd.path("data", "raw", "part-00000.csv"), "a")
-    raw_done = _leftover(rd.path("data"), "raw", "y2", "superseded")
-    between = _leftover(rd.root, "preprocess", "z3", "previous")  # killed between: preprocess/ missing
-    removed = remove_publish_leftovers(rd.root)
-    assert sorted(removed) == sorted([done, raw_done])
-    assert not os.path.exists(done) and not os.path.exists(raw_done)
-    assert os.path.isdir(between)  # left for preprocess's own next publish (recover_publish)
