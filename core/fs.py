@@ -172,6 +172,8 @@ def walk_files(path: str) -> list[str]:
         out = []
         for root, _, files in _gfile().walk(path):
             out += [relative(join(root, f), path) for f in files]
+        if scheme(path) == "ram":  # TF's ram:// lists "a.b/x" under "a" too, as ".b/x": keep what exists
+            out = [rel for rel in out if _gfile().exists(join(path, rel))]
         return sorted(out)
     prefix = path.rstrip("/") + "/"
     return sorted(m.path[len(prefix):] for m in _beam_files(prefix + "**") if not m.path.endswith("/"))
@@ -265,10 +267,17 @@ def remove(path: str) -> None:
 def rmtree(path: str) -> None:
     """Deletes ``path`` and everything under it (no error when it is absent)."""
     if not _beam(path):
-        if _gfile().isdir(path):
-            _gfile().rmtree(path)
-        elif _gfile().exists(path):
-            _gfile().remove(path)
+        if not _gfile().isdir(path):
+            if _gfile().exists(path):
+                _gfile().remove(path)
+            return
+        if scheme(path) == "ram":  # its recursive delete trips over the entries ram:// lists wrongly
+            for rel in walk_files(path):
+                _gfile().remove(join(path, rel))
+            with contextlib.suppress(Exception):
+                _gfile().rmtree(path)
+            return
+        _gfile().rmtree(path)
         return
     files = [join(path, f) for f in walk_files(path)]
     if files:

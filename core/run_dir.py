@@ -105,12 +105,17 @@ class RunDir:
     def raw_data_dir(self) -> str:
         return self.path("data", "raw")
 
+    @property
+    def raw_data_output(self) -> str:
+        """The committed generate output (``part-NNNNN.<csv|parquet>``, ``_SUCCESS``)."""
+        return fs.published(self.raw_data_dir)
+
     def raw_input(self, cfg) -> tuple[str, str]:
         """(path or glob, format) of the raw records a run reads: the configured files, or
         the synthetic logs the generate stage wrote into this run directory."""
         if cfg.data.source == "synthetic":
             ext = "csv" if cfg.synthetic.format == "csv" else "parquet"
-            return fs.join(fs.published(self.raw_data_dir), f"part-*.{ext}"), cfg.synthetic.format
+            return fs.join(self.raw_data_output, f"part-*.{ext}"), cfg.synthetic.format
         return cfg.data.path, cfg.data.format
 
     # --- preprocess

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from models import model_io
 from core.run_dir import RunDir
 from pipeline.stages import run_stage
 
@@ -21,6 +22,6 @@ def test_generate_preprocess_train_evaluate(tiny_config, tmp_path):
     for task in ("click", "conversion"):
         m = teacher[task]
         assert 0.0 <= m["auc"] <= 1.0 and m["logloss"] > 0 and "oracle_gap" in m and "gauc" in m
-    assert os.path.isdir(run_dir.path("teacher", "serving_model"))
+    assert model_io.has_serving_model(run_dir.model_dir("teacher"))
     report = open(run_dir.report_file).read()
     assert "## evaluate" in report and "oracle AUC" in report and "plots/calibration_click.png" in report

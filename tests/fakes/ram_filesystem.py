@@ -141,6 +141,10 @@ class _GFileChannel(io.RawIOBase):
     def __init__(self, path, mode):
         self._f = tf.io.gfile.GFile(path, mode)
         self._mode = mode
+        self.mode = mode  # CompressedFile reads it
+        self._written = 0  # ram:// files opened for writing have no Tell()
+        if "w" in mode:
+            self._f.write(b"")  # GFile creates the file at its first write: an empty shard must exist too
 
     def readable(self):
         return "r" in self._mode
@@ -158,6 +162,7 @@ class _GFileChannel(io.RawIOBase):
 
     def write(self, b):
         self._f.write(bytes(b))
+        self._written += len(b)
         return len(b)
 
     def seek(self, offset, whence=io.SEEK_SET):
@@ -169,7 +174,7 @@ class _GFileChannel(io.RawIOBase):
         return offset
 
     def tell(self):
-        return self._f.tell()
+        return self._written if "w" in self._mode else self._f.tell()
 
     def close(self):
         if not self.closed:

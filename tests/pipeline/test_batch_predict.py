@@ -7,6 +7,7 @@ import types
 import pandas as pd
 import pytest
 
+from core import fs
 from core.errors import InputError
 from core.feature_specs import encode_raw_example
 from serving.session_model import SessionModel
@@ -20,7 +21,7 @@ def beam_cfg():
 
 
 def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg, tmp_path):
-    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_dir, "*.csv"))[0]).head(30)
+    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_output, "*.csv"))[0]).head(30)
     raw = raw.drop(columns=["click", "conversion"])  # scoring input carries no labels
     raw["price"] = raw["price"].astype(object)
     raw.loc[3, "price"] = "not-a-number"
@@ -32,7 +33,7 @@ def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg
                                      types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
     m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (30, 28, 2)
-    rows = [json.loads(line) for p in glob.glob(str(out / "predictions*.jsonl")) for line in open(p)]
+    rows = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "predictions*.jsonl")) for line in open(p)]
     dead = [json.loads(line) for p in glob.glob(str(out / "dead_letters" / "*.jsonl")) for line in open(p)]
     assert sorted(d["reason"] for d in dead) == ["missing_value", "unparsable_value"]
     assert any("'price'" in d["detail"] for d in dead)
@@ -62,7 +63,7 @@ def test_a_truncated_input_fails_predict_with_an_error_naming_it_and_publishes_n
                                                                                        tmp_path):
     import gzip
 
-    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_dir, "*.csv"))[0]).head(200)
+    raw = pd.read_csv(glob.glob(os.path.join(exported_fake_run.run_dir.raw_data_output, "*.csv"))[0]).head(200)
     whole = gzip.compress(raw.drop(columns=["click", "conversion"]).to_csv(index=False).encode())
     src = tmp_path / "cut.csv.gz"
     src.write_bytes(whole[: len(whole) // 2])  # the gzip stream ends before its end-of-stream marker
@@ -89,7 +90,7 @@ def _list_cfg(*overrides):
 
 
 def _list_rows(list_run, n: int) -> pd.DataFrame:
-    raw = pd.read_csv(glob.glob(os.path.join(list_run.run_dir.raw_data_dir, "*.csv"))[0], dtype=str, keep_default_na=False)
+    raw = pd.read_csv(glob.glob(os.path.join(list_run.run_dir.raw_data_output, "*.csv"))[0], dtype=str, keep_default_na=False)
     return raw.head(n).drop(columns=["click", "conversion"])
 
 
@@ -108,7 +109,7 @@ def _typed(cfg, path: str, fmt: str) -> dict:
 
 
 def _predictions(out) -> dict:
-    rows = [json.loads(line) for p in glob.glob(str(out / "predictions*.jsonl")) for line in open(p)]
+    rows = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "predictions*.jsonl")) for line in open(p)]
     return {r["impression_id"]: r for r in rows}
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import fs
 from pipeline.synthetic import generator as synthetic
 from core.config import load_config
 from core.errors import ConfigError
@@ -138,16 +139,16 @@ def test_stage_writes_marker_plot_report_and_then_resumes(tmp_path):
     assert 0 < first.metrics["conversion_rate"] < first.metrics["click_rate"] < 1
     assert first.plots == ["plots/synthetic_probabilities.png"]
     assert os.path.getsize(os.path.join(run_dir.root, first.plots[0])) > 1000
-    marker = read_json(os.path.join(run_dir.raw_data_dir, synthetic.SUCCESS_FILE))
+    marker = read_json(os.path.join(run_dir.raw_data_output, synthetic.SUCCESS_FILE))
     assert marker["rows"] == 3000 and marker["synthetic"]["rows"] == 3000
     assert "click rate" in first.report
     pattern, fmt = run_dir.raw_input(cfg)
     assert fmt == "csv" and len(glob.glob(pattern)) == 3
 
-    mtime = os.path.getmtime(os.path.join(run_dir.raw_data_dir, "part-00000.csv"))
+    mtime = os.path.getmtime(os.path.join(run_dir.raw_data_output, "part-00000.csv"))
     again = run_generate(cfg, run_dir, None)
     assert again.extra["skipped"] and again.rows == 3000 and again.metrics == first.metrics
-    assert os.path.getmtime(os.path.join(run_dir.raw_data_dir, "part-00000.csv")) == mtime
+    assert os.path.getmtime(os.path.join(run_dir.raw_data_output, "part-00000.csv")) == mtime
 
     changed = run_generate(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000"), run_dir, None)
     assert not changed.extra["skipped"] and changed.rows == 2000
@@ -158,7 +159,7 @@ def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monk
     cfg = _cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000")
     run_dir = RunDir(str(tmp_path / "run"))
     run_generate(cfg, run_dir, None)
-    before = _bytes(run_dir.raw_data_dir)
+    before = _bytes(run_dir.raw_data_output)
     calls = []
 
     def failing_write(frame, directory, index, fmt):
@@ -172,8 +173,8 @@ def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monk
     with pytest.raises(OSError, match="disk full"):
         run_generate(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000", "synthetic.seed=9"), run_dir, None)
     assert calls == [0, 1]
-    assert _bytes(run_dir.raw_data_dir) == before
-    assert not [d for d in os.listdir(os.path.dirname(run_dir.raw_data_dir)) if d.startswith(".tmp")]
+    assert _bytes(run_dir.raw_data_output) == before
+    assert fs.listdir(run_dir.raw_data_dir) == sorted([fs.basename(run_dir.raw_data_output), fs.COMMITTED])
 
 
 def test_stage_refuses_file_sources(tmp_path):

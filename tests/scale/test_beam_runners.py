@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import fs
 from pipeline.beam_options import beam_flags, pipeline_options
 from core.config import BeamConfig
 from pipeline.teacher_scoring import TeacherModelHandler, score_splits
@@ -43,13 +44,13 @@ def test_teacher_scoring_on_two_worker_processes(tmp_path):
                            "validation": str(data / "validation-*.tfrecord.gz")}, out, handler, options=options)
     assert counts == {"train": {"rows_in": 60, "rows_scored": 60, "rows_dead_letter": 0},
                       "validation": {"rows_in": 12, "rows_scored": 9, "rows_dead_letter": 3}}
-    rows = _read(os.path.join(out, "train-*.tfrecord.gz"))
+    rows = _read(os.path.join(fs.published(out), "train-*.tfrecord.gz"))
     cats = np.array([e.features.feature["cat"].int64_list.value[0] for e in rows])
     nums = np.array([e.features.feature["num"].float_list.value[0] for e in rows], np.float32)
     expected = model({"cat": cats, "num": nums})
     got = [e.features.feature["teacher_logit_click"].float_list.value[0] for e in rows]
     np.testing.assert_allclose(got, expected["click_logit"].numpy(), rtol=1e-5, atol=1e-6)
-    dead = [json.loads(line) for p in glob.glob(os.path.join(out, "dead_letters", "*")) for line in open(p)]
+    dead = [json.loads(line) for p in glob.glob(os.path.join(fs.published(out), "dead_letters", "*")) for line in open(p)]
     assert len(dead) == 3 and all("num" in d["error"] for d in dead)
 
 
@@ -59,7 +60,7 @@ def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
 
     cfg = serving_config(*MP)
     run_dir = exported_run
-    raw = pd.read_csv(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv"))[0]).head(40)
+    raw = pd.read_csv(glob.glob(os.path.join(run_dir.raw_data_output, "*.csv"))[0]).head(40)
     raw = raw.drop(columns=["click", "conversion"]).astype({"price": object})
     raw.loc[5, "price"] = "twelve"
     src = tmp_path / "in.csv"
@@ -68,6 +69,6 @@ def test_batch_predict_on_two_worker_processes(exported_run, tmp_path):
     result = run_predict(cfg, run_dir, types.SimpleNamespace(input=str(src), output=str(out), format="csv"))
     m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (40, 39, 1)
-    rows = [json.loads(line) for p in glob.glob(str(out / "predictions*.jsonl")) for line in open(p)]
+    rows = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "predictions*.jsonl")) for line in open(p)]
     assert sorted(r["impression_id"] for r in rows) == sorted(set(raw["impression_id"]) - {raw.loc[5, "impression_id"]})
     assert all(0.0 < r["click_probability"] < 1.0 for r in rows)

@@ -9,6 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
+from core import fs
 from core.config import load_config
 from core.run_dir import RunDir
 from pipeline.stages import run_stage
@@ -30,7 +31,7 @@ def _records(pattern: str) -> int:
 def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_once(tmp_path):
     run_dir = RunDir(str(tmp_path / "run"))
     run_stage("generate", load_config(os.path.join(REPO, "configs", "default.yaml"), SMALL), run_dir, None)
-    raw = sorted(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv")))
+    raw = sorted(glob.glob(os.path.join(run_dir.raw_data_output, "*.csv")))
     with open(raw[0], "a", encoding="utf-8") as f:  # known bad rows: they must end as dead letters
         f.write("\n".join(BAD) + "\n")
 
@@ -47,7 +48,7 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
         assert first.poll() is None, "the job finished before it could be killed"
     finally:
         procs.kill(first)
-    assert not os.path.exists(run_dir.preprocess_dir), "a killed job must not publish preprocess/"
+    assert not fs.is_published(run_dir.preprocess_dir), "a killed job must not publish preprocess/"
     assert not os.path.exists(run_dir.feature_info_file)
     assert [d for d in os.listdir(run_dir.root) if d.startswith(".tmp-preprocess-")]  # hidden scratch only
 
@@ -139,7 +140,7 @@ def test_preprocess_above_the_dead_letter_threshold_makes_train_refuse_its_old_o
     assert main(["generate", "--run-dir", run_dir.root, *[a for o in small for a in ("--set", o)]]) == 0
     assert main(["preprocess", "--run-dir", run_dir.root]) == 0  # the run's recorded config
     good_stats = json.load(open(run_dir.stats_file))
-    raw = sorted(glob.glob(os.path.join(run_dir.raw_data_dir, "*.csv")))
+    raw = sorted(glob.glob(os.path.join(run_dir.raw_data_output, "*.csv")))
     with open(raw[0], "a", encoding="utf-8") as f:  # ~0.3% bad rows
         f.write("\n".join(BAD) + "\n")
     capsys.readouterr()

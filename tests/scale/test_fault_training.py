@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from models import model_io
 from tests.fakes.transformed_run import TINY, make_fake_run
 from tests.fakes import procs
 
@@ -50,7 +51,7 @@ def test_sigkilled_training_resumes_at_the_interrupted_epoch(tmp_path):
     assert 5 <= done_batches < STEPS, f"the kill must land inside epoch 2 (at batch {done_batches})"
     assert "teacher epoch 1/3" in killed_log and "teacher epoch 2/3" not in killed_log
     assert os.listdir(run_dir.path("teacher", "backup")), "BackupAndRestore wrote nothing after epoch 1"
-    assert not os.path.exists(run_dir.path("teacher", "serving_model"))
+    assert not model_io.has_serving_model(run_dir.model_dir("teacher"))
 
     resumed = procs.run_cli(args, timeout=240, env={"PYTHONUNBUFFERED": "1"})
     log = resumed.stdout + resumed.stderr
@@ -71,5 +72,5 @@ def test_sigkilled_training_resumes_at_the_interrupted_epoch(tmp_path):
     assert (metrics["best_epoch"], metrics["rows"]) == (expected["best_epoch"], expected["rows"])
     assert metrics["rows"] == EPOCHS * STEPS * 16
     assert metrics["best_metrics"] == pytest.approx(expected["best_metrics"], abs=1e-6)
-    assert os.path.isdir(run_dir.path("teacher", "serving_model"))
+    assert model_io.has_serving_model(run_dir.model_dir("teacher"))
     assert not os.path.exists(run_dir.path("teacher", "backup", "chief"))  # removed after a finished run

@@ -6,6 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
+from models import model_io
 from core.config import load_config
 from pipeline.stages.train import run as run_train
 from tests.fakes.transformed_run import REPO, TINY, make_fake_run
@@ -49,7 +50,7 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     assert "worker 1 done; the chief wrote the artifacts" in logs[1]
 
     teacher = run_dir.model_dir("teacher")
-    assert {"saved_model.pb", "variables"} <= set(os.listdir(os.path.join(teacher, "serving_model")))
+    assert {"saved_model.pb", "variables"} <= set(os.listdir(model_io.serving_model_dir(teacher)))
     assert not [d for d in os.listdir(teacher) if d.startswith(("worker", ".tmp"))], os.listdir(teacher)
     assert len(os.listdir(os.path.join(teacher, "logs", "train"))) == 1  # the chief's TensorBoard events only
     metrics = json.load(open(os.path.join(teacher, "metrics.json")))
@@ -62,8 +63,8 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     assert train_entry["status"] == "ok" and "best_epoch" in train_entry["metrics"]  # the chief's, not worker 1's
     assert json.load(open(os.path.join(teacher, "model_config.json")))["feature_info"] == info.to_dict()
 
-    distributed = _signature(os.path.join(teacher, "serving_model"))
-    single = _signature(single_dir.path("teacher", "serving_model"))
+    distributed = _signature(model_io.serving_model_dir(teacher))
+    single = _signature(model_io.serving_model_dir(single_dir.path("teacher")))
     assert distributed == single
     assert set(distributed["inputs"]) == set(info.model_inputs)
     assert {"click_probability", "click_logit", "conversion_probability", "conversion_logit"} <= set(distributed["outputs"])

@@ -6,6 +6,7 @@ import types
 import pytest
 import tf_keras
 
+from models import model_io
 from core.errors import GateFailedError
 from core.features import FeatureInfo
 from core.run_dir import read_json
@@ -65,7 +66,7 @@ def test_skew_check_catches_a_different_training_model(fake_run):
     info, layer, records = _gate_parts(fake_run)
     model = SessionModel(os.path.join(fake_run.model_dir, "1"))
     try:
-        same = tf_keras.models.load_model(os.path.join(fake_run.run_dir.model_dir("teacher"), "serving_model"))
+        same = tf_keras.models.load_model(model_io.serving_model_dir(fake_run.run_dir.model_dir("teacher")))
         ok = gate.check_skew(fake_run.cfg, model, layer, same, info, records, None)
         assert ok["max_abs_diff"] <= 1e-5 and ok["predict_raw_max_abs_diff"] <= 1e-5
         other = build_keras_model(info, rating_weight=2.5)

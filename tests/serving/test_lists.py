@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import model_io
 from core.feature_specs import encode_raw_example, serving_feature_spec
 from core.features import raw_columns_for, raw_feature_columns
 from serving.api import ServingApi
@@ -445,7 +446,7 @@ def test_the_skew_check_on_lists_catches_a_different_model(list_run, rows, teach
     layer = tft.TFTransformOutput(list_run.run_dir.transform_output_dir).transform_features_layer()
     import tf_keras
 
-    same = tf_keras.models.load_model(os.path.join(list_run.run_dir.model_dir("teacher"), "serving_model"))
+    same = tf_keras.models.load_model(model_io.serving_model_dir(list_run.run_dir.model_dir("teacher")))
     ok = gate.check_skew(cfg, teacher, layer, same, info, rows, None)
     assert ok["max_abs_diff"] <= 1e-5 and ok["predict_raw_max_abs_diff"] <= 1e-5
     other = build_ranker(cfg.model, info, cfg.data.tasks, cfg.data.funnel, seed=77).serving_model()

@@ -15,6 +15,7 @@ import os
 import apache_beam as beam
 import pytest
 
+from core.run_dir import RunDir
 from core.records import INVALID_LIST_VALUE, INVALID_LIST_WEIGHT, LIST_TOO_LONG, LIST_WEIGHT_MISMATCH, REASONS
 from core.run_dir import read_json
 from pipeline.beam_options import pipeline_options
@@ -79,9 +80,9 @@ def test_the_stage_on_a_fuzzed_file_accounts_for_every_record_without_a_tracebac
 
     assert code == 0, err
     assert "Traceback" not in err and "Traceback" not in caplog.text
-    stats = read_json(os.path.join(run_dir, "preprocess", "stats.json"))
+    stats = read_json(RunDir(run_dir).stats_file)
     assert stats["rows_read"] == expected["read"] == stats["valid"] + stats["dead_lettered"]
     assert stats["valid"] == expected["valid"] and stats["by_reason"] == expected["by_reason"]
-    letters = [json.loads(line) for f in glob.glob(os.path.join(run_dir, "preprocess", "dead_letters", "*.jsonl"))
+    letters = [json.loads(line) for f in glob.glob(os.path.join(RunDir(run_dir).dead_letter_dir, "*.jsonl"))
                for line in open(f, encoding="utf-8") if line.strip()]
     assert collections.Counter(d["reason"] for d in letters) == collections.Counter(expected["by_reason"])

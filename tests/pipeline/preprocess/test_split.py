@@ -45,7 +45,8 @@ def test_split_rejects_bad_fractions():
 
 def test_beam_flags_default_to_one_worker_per_core_and_pass_extra_args():
     flags = beam_flags(BeamConfig(extra_args=["--project=p"]))
-    assert "--runner=DirectRunner" in flags and "--direct_running_mode=multi_processing" in flags
+    assert "--runner=pipeline.beam_options.InProcessDirectRunner" in flags  # the DirectRunner, without Prism
+    assert "--direct_running_mode=multi_processing" in flags
     assert any(f.startswith("--direct_num_workers=") and int(f.split("=")[1]) >= 1 for f in flags)
     assert flags[-1] == "--project=p"
     dataflow = beam_flags(BeamConfig(runner="DataflowRunner", extra_args=["--region=r"]))
@@ -81,3 +82,30 @@ def test_split_is_identical_for_one_and_two_worker_processes(tmp_path):
     two = _split_assignment(path, tmp_path, "two", mp, "preprocess.beam.direct_num_workers=2")
     assert one == two
     assert sum(len(v) for v in one.values()) == 300
+
+
+def test_the_direct_runner_name_runs_the_fn_api_runner_and_never_prism(monkeypatch, caplog):
+    """Beam's DirectRunner would first try Prism (a download); the project's runs the FnApiRunner,
+    logged once per configuration."""
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline import beam_options
+
+    def no_prism(*args, **kwargs):
+        raise AssertionError("Prism was tried")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    monkeypatch.setattr(beam_options, "_logged", set())
+    cfg = BeamConfig(direct_running_mode="in_memory")
+    with caplog.at_level(logging.INFO, logger="pipeline.beam_options"):
+        for _ in range(2):
+            options = pipeline_options(cfg)
+            with beam.Pipeline(options=options) as p:
+                assert type(p.runner) is beam_options.InProcessDirectRunner
+                assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 10), equal_to([10, 20, 30]))
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.beam_options"]
+    assert lines == ["beam: runner DirectRunner runs on the FnApiRunner (in_memory, 1 worker; Prism is not tried)"]

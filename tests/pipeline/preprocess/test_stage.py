@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from core import fs
 from core import feature_specs, features
 from pipeline.cli import main
 from core.errors import DataValidationError
@@ -151,7 +152,7 @@ def test_stage_fails_above_the_dead_letter_threshold(logs):
     assert "max_dead_letter_fraction=0.01" in message
     assert "wrong_column_count: 2" in message and "non_finite_value: 2" in message
     assert run_dir.rejected_dir in message
-    assert not os.path.exists(run_dir.preprocess_dir)  # nothing half-written for later stages
+    assert not fs.is_published(run_dir.preprocess_dir) and not fs.walk_files(run_dir.preprocess_dir)  # nothing half-written for later stages
     letters = [line for f in glob.glob(os.path.join(run_dir.rejected_dir, "dead_letters", "*.jsonl")) for line in open(f)]
     assert len(letters) == len(fx.bad_lines())
 
@@ -173,7 +174,7 @@ def test_an_input_without_records_fails_naming_it(tmp_path, content):
     with pytest.raises(InputError, match="no records in the input") as e:
         run_preprocess(fx.files_config(str(path)), run_dir, None)
     assert str(path) in str(e.value)
-    assert not os.path.exists(run_dir.preprocess_dir)
+    assert not fs.is_published(run_dir.preprocess_dir) and not fs.walk_files(run_dir.preprocess_dir)
 
 
 def test_no_valid_training_records_is_an_error_naming_the_input():
@@ -209,4 +210,4 @@ def test_a_truncated_gzip_input_fails_the_stage_with_one_error_line(tmp_path, ca
     assert errors == [f"error: input file {path} is a truncated or corrupt gzip file: "
                       "Compressed file ended before the end-of-stream marker was reached"]
     assert "Traceback" not in err and "Traceback" not in caplog.text
-    assert not os.path.exists(os.path.join(run_dir, "preprocess"))
+    assert not fs.walk_files(os.path.join(run_dir, "preprocess"))

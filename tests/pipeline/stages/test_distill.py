@@ -77,7 +77,7 @@ def test_distill_stage_writes_student_scores_and_table(distilled):
     # the scoring job: one output row per input row, per split
     for split in ("train", "validation"):
         n_in = _count(run_dir.split_pattern(split))
-        assert _count(os.path.join(run_dir.scores_dir, f"{split}-*.tfrecord.gz")) == n_in
+        assert _count(os.path.join(run_dir.scores_output, f"{split}-*.tfrecord.gz")) == n_in
         assert result.metrics["scoring"][split] == {"rows_in": n_in, "rows_scored": n_in, "rows_dead_letter": 0}
 
     # the saved student is the KD student of the first seed, without adaptors

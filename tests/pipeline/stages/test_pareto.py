@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from core import fs
 from models.pareto_study import summarize, verdict
 from core.config import load_config
 from core.errors import ConfigError
@@ -44,7 +45,7 @@ def test_pareto_stage_trains_both_arms_and_writes_table_plot_and_verdict(tmp_pat
                       TINY + ["pareto.first_task_weights=[0.3]", "pareto.seeds=[1]", "pareto.epochs=1"])
     result = run_pareto(cfg, run_dir, None)
     assert result.rows == 2
-    saved = json.load(open(run_dir.path("pareto", "summary.json")))
+    saved = fs.read_json(fs.join(fs.published(run_dir.path("pareto")), "summary.json"))
     assert {(p["aux"], p["weight"]) for p in saved["points"]} == {(a, w) for a in (False, True) for w in (0.3,)}
     assert all(0.0 <= p["auc_1"] <= 1.0 for p in saved["points"])
     assert os.path.getsize(run_dir.path("plots", "pareto_frontiers.png")) > 0

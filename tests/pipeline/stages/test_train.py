@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from models import model_io
 from models.builder import build_ranker
 from models.callbacks import InterruptAfter
 from models.inputs import count_examples, make_dataset
@@ -53,7 +54,7 @@ def test_train_stage_writes_serving_model_config_metrics_logs_and_plot(fake):
     assert result.rows == 2 * 768 or result.metrics["epochs_run"] == 1
     assert result.metrics["best_epoch"] in (1, 2) and result.metrics["params"] > 0
     assert 0.0 <= result.metrics["val_auc_mean"] <= 1.0
-    saved = keras.models.load_model(os.path.join(teacher, "serving_model"), compile=False)
+    saved = keras.models.load_model(model_io.serving_model_dir(teacher), compile=False)
     assert not [v.name for v in saved.variables if "aux_tower" in v.name]
     assert sorted(saved.input_names) == sorted(info.model_inputs)
     cfg_json = json.load(open(os.path.join(teacher, "model_config.json")))
