@@ -113,8 +113,9 @@ def read_splits(cfg):
 
 def check_against_stats(counts: dict, stats_file: str) -> list[str]:
     """Problems comparing the in-process split with preprocess's ``stats.json`` (empty: same)."""
-    with open(stats_file) as f:
-        stats = json.load(f)
+    from core import fs
+
+    stats = fs.read_json(stats_file)
     problems = []
     for key in ("rows_read", "dead_lettered", "rows_per_split"):
         if stats.get(key) != counts[key]:
@@ -246,8 +247,9 @@ def teacher_bench(cfg, run_dir, seeds: list[int]) -> list[dict]:
     from models.model_io import load_feature_info
 
     info = load_feature_info(run_dir.feature_info_file)
-    with open(run_dir.stats_file) as f:
-        train_rows = json.load(f)["rows_per_split"]["train"]
+    from core import fs
+
+    train_rows = fs.read_json(run_dir.stats_file)["rows_per_split"]["train"]
     runs = []
     for seed in seeds:
         start = time.perf_counter()

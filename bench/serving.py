@@ -38,7 +38,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from core import fs  # noqa: E402
 from core.run_dir import write_json_atomic  # noqa: E402
+from serving import versions  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -109,8 +111,7 @@ def bench(run_dir_path: str, n: int, duration: float, concurrency: int) -> dict:
     from serving.server import ModelServer
 
     run_dir = RunDir(run_dir_path)
-    with open(run_dir.require(run_dir.config_file, "run"), encoding="utf-8") as f:
-        cfg = config_from_dict(yaml.safe_load(f))
+    cfg = config_from_dict(yaml.safe_load(fs.read_text(run_dir.require(run_dir.config_file, "run"))))
     rows = read_split(cfg, *run_dir.raw_input(cfg), "test", 640)
     examples = [encode_raw_example(cfg, r["features"]) for r in rows]
     base = tempfile.mkdtemp(prefix="bench-serving-")
@@ -189,14 +190,12 @@ def _sequence_variant_export(cfg, run_dir, info, features: list, base: str, name
     layer = tft.TFTransformOutput(run_dir.transform_output_dir).transform_features_layer()
     module = ServingModule(layer, model, spec, info.select(features).model_inputs,
                            cfg.export.classification_task or cfg.task_names[0], list_weights=weight_columns(cfg.data))
-    version_dir = os.path.join(base, name, "1")
     tmp = os.path.join(base, name, ".tmp-1")
     save_serving_module(module, tmp)
     write_warmup(tmp, [encode_raw_example(cfg, r["features"]) for r in warm_rows], name,
                  raw_inputs=to_columns(cfg, warm_rows, columns) if module.list_columns else None,
                  raw_dtypes={k: v.dtype for k, v in spec.items()})
-    os.rename(tmp, version_dir)
-    return version_dir
+    return versions.publish(tmp, fs.join(base, name), 1)
 
 
 def _fake_list_run(rows: int, history: int, pooling: str):
@@ -229,8 +228,7 @@ def bench_sequence(run_dir_path: str | None, n: int, fake_rows: int, sequence: s
 
     if run_dir_path:
         run_dir = RunDir(run_dir_path)
-        with open(run_dir.require(run_dir.config_file, "run"), encoding="utf-8") as f:
-            cfg = config_from_dict(yaml.safe_load(f))
+        cfg = config_from_dict(yaml.safe_load(fs.read_text(run_dir.require(run_dir.config_file, "run"))))
     else:
         cfg, run_dir = _fake_list_run(fake_rows, fake_history, fake_pooling)
     seqs = [f.name for f in cfg.data.lists if f.kind == "sequence"]

@@ -47,6 +47,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from core import fs  # noqa: E402
 from core.errors import InputError, PipelineError  # noqa: E402
 from core.run_dir import write_json_atomic  # noqa: E402
 
@@ -62,8 +63,7 @@ def _config(run_dir):
     from core.config import config_from_dict
 
     path = run_dir.require(run_dir.config_file, "run")
-    with open(path, encoding="utf-8") as f:
-        return config_from_dict(yaml.safe_load(f))
+    return config_from_dict(yaml.safe_load(fs.read_text(path)))
 
 
 def serialized_test_rows(cfg, run_dir, n: int) -> list[bytes]:

@@ -54,8 +54,8 @@ class ServingError(PipelineError):
 
 class StorageError(PipelineError):
     """Writing or reading an artifact failed at the OS level (disk full, quota, permissions,
-    read-only filesystem, I/O error). Nothing half-written is published: outputs are written
-    to a temporary sibling and renamed into place, and the stage is recorded as failed."""
+    read-only filesystem, I/O error). Nothing half-written is published: outputs are committed
+    by a marker written last (``core.fs.publish_dir``), and the stage is recorded as failed."""
 
     exit_code = 7
 

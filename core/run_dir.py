@@ -47,7 +47,7 @@ ROLE_STAGES = {"teacher": "train", "student": "distill"}
 
 # What each stage writes in the run directory (relative paths). While a stage runs, and after
 # it failed or was killed, these are stale: ``RunDir.require``/``check_stage`` refuse them.
-# ``export`` is absent on purpose: it publishes numbered versions by one rename each, a failed
+# ``export`` is absent on purpose: it publishes each numbered version whole (serving/versions.py), a failed
 # export publishes nothing and the versions already published stay valid (TF Serving keeps
 # serving them). ``evaluate`` writes only summary.json entries.
 STAGE_OUTPUTS = {

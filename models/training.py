@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -23,6 +22,7 @@ import tf_keras as keras
 
 from models import multi_worker
 from models.callbacks import AucMean, EpochLog, EpochRecord, EpochSummaries, ResumableBackup, is_undefined
+from core import fs
 from core.errors import ConfigError
 
 log = logging.getLogger("models.training")
@@ -75,14 +75,14 @@ def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], nam
     record = EpochRecord()
     cbs = [AucMean(tasks, name), keras.callbacks.TerminateOnNaN(), EpochLog(name, epochs), record, stopper]
     if model_dir:
-        best = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "best"),
+        best = keras.callbacks.ModelCheckpoint(fs.join(model_dir, "checkpoints", "best"),
                                                monitor=training_cfg.monitor, mode=mode, save_best_only=True,
                                                save_weights_only=True)
         cbs.append(best)
         if multi_worker.is_chief():  # one set of TensorBoard event files, not one per worker
-            cbs.append(EpochSummaries(os.path.join(model_dir, "logs")))
+            cbs.append(EpochSummaries(fs.join(model_dir, "logs")))
         if backup:
-            cbs.append(ResumableBackup(os.path.join(model_dir, "backup"), record, early_stopping=stopper,
+            cbs.append(ResumableBackup(fs.join(model_dir, "backup"), record, early_stopping=stopper,
                                        checkpoint=best))
     return cbs
 
@@ -90,10 +90,14 @@ def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], nam
 def resume_epoch(backup_dir: str) -> int:
     """The epoch (0-based) a run backed up in ``backup_dir`` resumes at: one past the last epoch
     its BackupAndRestore checkpoint holds; 0 without one."""
-    ckpt = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    ckpt = tf.train.latest_checkpoint(fs.join(backup_dir, "chief"))
     if not ckpt:
         return 0
-    return max(0, int(tf.train.load_variable(ckpt, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1)
+    # The reader of the checkpoint prefix itself: tf.train.load_variable would first ask whether
+    # the prefix is a directory, which TF's ram:// wrongly answers yes to ("ckpt-1" prefixes
+    # "ckpt-1.index").
+    reader = tf.compat.v1.train.NewCheckpointReader(ckpt)
+    return max(0, int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1)
 
 
 def epoch_stream(epoch_data: Callable[[int], tf.data.Dataset], first: int, epochs: int,

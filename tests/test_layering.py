@@ -47,3 +47,43 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, line):
     proc = _lint(str(tmp_path))
     assert proc.returncode != 0
     assert "BROKEN" in proc.stdout and module.split("/")[0] in proc.stdout
+
+
+# --- every artifact goes through core/fs.py ---------------------------------------------------
+
+_FORBIDDEN = {("os", "replace"), ("os", "rename"), ("os", "remove"), ("os", "makedirs"), ("os", "listdir"),
+              ("os", "walk"), ("os", "scandir"), ("glob", "glob"), ("shutil", "move"), ("shutil", "rmtree"),
+              ("shutil", "copy"), ("shutil", "copytree"), ("shutil", "copyfile")}
+
+
+def _direct_file_calls(path: str) -> list[str]:
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "open":
+            found.append(f"{path}:{node.lineno}: open(...)")
+        elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in _FORBIDDEN:
+            found.append(f"{path}:{node.lineno}: {f.value.id}.{f.attr}(...)")
+        elif (isinstance(f, ast.Attribute) and f.attr in ("exists", "isdir", "isfile", "getsize", "getmtime")
+              and isinstance(f.value, ast.Attribute) and f.value.attr == "path"
+              and isinstance(f.value.value, ast.Name) and f.value.value.id == "os"):
+            found.append(f"{path}:{node.lineno}: os.path.{f.attr}(...)")
+    return found
+
+
+def test_artifact_io_goes_through_the_filesystem_layer():
+    """No os/glob/shutil/open file calls in the packages outside core/fs.py: they would not reach
+    gs://, s3:// or ram:// (and a rename is not atomic on an object store)."""
+    import glob
+
+    found = []
+    for package in ("core", "models", "serving", "pipeline"):
+        for path in sorted(glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)):
+            if os.path.relpath(path, REPO) != os.path.join("core", "fs.py"):
+                found += _direct_file_calls(path)
+    assert found == [], "\n".join(found)

@@ -176,6 +176,12 @@ def _record_failure(summary: Summary, run_dir: RunDir, name: str, wall: float, e
         log.warning("stage %s: could not record the failure in %s (%s: %s)", name, summary.file, type(e).__name__, e)
 
 
+def _is_chief() -> bool:
+    from models import multi_worker
+
+    return multi_worker.is_chief()
+
+
 def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Namespace) -> StageResult:
     """Checks the stage's inputs, marks it running, runs it, records it in summary.json and
     re-renders the report (see the module docstring for the guarantees)."""
@@ -187,7 +193,8 @@ def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Na
     log.info("stage %s: started", name)
     start = time.monotonic()
     try:
-        summary.record_start(name)
+        if _is_chief():  # multi-worker training: only the chief records (a late worker must not mark it running)
+            summary.record_start(name)
         result = entry.run(cfg, run_dir, opts)
         if not isinstance(result, StageResult):
             raise TypeError(f"stage {name!r} returned {type(result).__name__}, expected StageResult")

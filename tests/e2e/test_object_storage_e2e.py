@@ -104,7 +104,7 @@ def test_training_killed_on_ram_resumes_at_the_interrupted_epoch(tmp_path):
 
     class KillInEpoch2(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 1 and batch == 2:
+            if self.epoch == 1:  # the first batch (or steps_per_execution group) of epoch 2
                 raise Interrupt("killed")
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -162,7 +162,7 @@ def test_beam_reads_inputs_from_and_writes_predictions_to_gcs(gcs, exported_fake
     from core.config import config_to_dict, config_from_dict
 
     data = config_to_dict(serving_config("preprocess.beam.direct_running_mode=in_memory"))
-    data["data"].update(source="file", path=pattern, format="csv")
+    data["data"].update(source="files", path=pattern, format="csv")
     cfg = config_from_dict(data)
     rd = RunDir(str(tmp_path / "run"))
     run_stage("preprocess", cfg, rd, types.SimpleNamespace())

@@ -2,6 +2,8 @@
 export the same serving format as a single-process run (issue 7: distributed training)."""
 import json
 import os
+import re
+import time
 
 import pytest
 import tensorflow as tf
@@ -68,3 +70,56 @@ def test_two_workers_on_loopback_train_and_export_like_one_process(tmp_path):
     assert distributed == single
     assert set(distributed["inputs"]) == set(info.model_inputs)
     assert {"click_probability", "click_logit", "conversion_probability", "conversion_logit"} <= set(distributed["outputs"])
+
+
+@pytest.mark.slow
+def test_two_workers_killed_mid_epoch_resume_from_the_chiefs_backup(tmp_path):
+    """Both workers SIGKILLed in epoch 2 (a dead worker stalls the other's collectives, so a
+    cluster restarts as a whole, as on Vertex AI or a Kubernetes Job); restarted, they resume
+    at epoch 2 from the chief's BackupAndRestore state, written through core.fs, and the
+    summary records the chief's attempt only."""
+    from core import fs
+
+    run_dir, _ = make_fake_run(str(tmp_path / "run"))
+    epochs = ["training.steps_per_epoch=120", "training.epochs=3", "training.early_stopping_patience=5",
+              "training.batch_size=16"]
+    overrides = TINY + epochs + ["training.distribute.strategy=multi_worker"]
+
+    def start_cluster(tag):
+        cluster = {"worker": [f"127.0.0.1:{procs.free_port()}" for _ in range(2)]}
+        return [procs.start(procs.cli_args("train", run_dir.root, overrides), str(tmp_path / f"{tag}{i}.log"),
+                            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                                 "PYTHONUNBUFFERED": "1"})
+                for i in range(2)]
+
+    first = start_cluster("first")
+    try:
+        deadline = time.monotonic() + 240
+        while "teacher epoch 1/3" not in procs.read_log(first[0]):
+            assert all(w.poll() is None for w in first), procs.read_log(first[0])[-3000:]
+            assert time.monotonic() < deadline, "epoch 1 never finished:\n" + procs.read_log(first[0])[-3000:]
+            time.sleep(0.05)
+    finally:
+        for w in first:
+            procs.kill(w)
+    killed = procs.read_log(first[0])
+    assert "teacher epoch 2/3" not in killed, "the kill must land inside epoch 2"
+    assert fs.walk_files(fs.join(run_dir.model_dir("teacher"), "backup", "chief")), "no backup after epoch 1"
+    assert fs.read_json(run_dir.summary_file)["stages"]["train"]["status"] == "running"
+
+    second = start_cluster("second")
+    try:
+        codes = procs.wait_all(second, timeout=300)
+    finally:
+        for w in second:
+            procs.kill(w)
+    logs = [procs.read_log(w) for w in second]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    for log in logs:
+        finished = [int(e) for e in re.findall(r"teacher epoch (\d+)/3:", log)]
+        assert finished == [2, 3], f"resumed workers must run epochs 2 and 3 only, ran {finished}"
+    metrics = fs.read_json(fs.join(run_dir.model_dir("teacher"), "metrics.json"))
+    assert len(metrics["history"]["loss"]) == 3  # epoch 1 from the backup
+    assert model_io.has_serving_model(run_dir.model_dir("teacher"))
+    entry = fs.read_json(run_dir.summary_file)["stages"]["train"]
+    assert entry["status"] == "ok"
