@@ -179,6 +179,25 @@ def walk_files(path: str) -> list[str]:
     return sorted(m.path[len(prefix):] for m in _beam_files(prefix + "**") if not m.path.endswith("/"))
 
 
+def walk_dirs(path: str) -> list[str]:
+    """Every directory under ``path`` (recursive), relative to it, sorted; on an object store the
+    prefixes its files imply (an object store has no empty directory)."""
+    if not _beam(path):
+        if not _gfile().isdir(path):
+            return []
+        out = []
+        for root, dirs, _ in _gfile().walk(path):
+            out += [relative(join(root, d), path) for d in dirs]
+        if scheme(path) == "ram":
+            out = [rel for rel in out if _gfile().isdir(join(path, rel))]
+        return sorted(out)
+    out = set()
+    for rel in walk_files(path):
+        parts = rel.split("/")[:-1]
+        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(out)
+
+
 def size(path: str) -> int:
     if not _beam(path):
         return _gfile().stat(path).length
@@ -186,7 +205,10 @@ def size(path: str) -> int:
 
 
 def mtime(path: str) -> float:
-    """Last modification, seconds since the epoch."""
+    """Last modification, seconds since the epoch (locally to the nanosecond: TF's local stat
+    has whole seconds)."""
+    if is_local(path):
+        return os.stat(path).st_mtime_ns / 1e9
     if not _beam(path):
         return _gfile().stat(path).mtime_nsec / 1e9
     return _beam_files(path)[0].last_updated_in_seconds
@@ -379,6 +401,8 @@ def publish_dir(final: str) -> Iterator[str]:
     except BaseException:
         with contextlib.suppress(Exception):
             rmtree(attempt)
+            if not listdir(final):  # a first attempt that failed leaves nothing at all
+                rmtree(final)
         raise
     write_json_atomic(join(final, COMMITTED), {"attempt": name, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     remove_stale_attempts(final)

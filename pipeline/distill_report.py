@@ -25,18 +25,20 @@ METRICS = ("auc", "logloss")
 BATCH = 512  # the second latency column: compute-bound, where the model size shows
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std; the std is None for one value (a spread over one seed is unknown, not 0)."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
     if arr.size == 0:
         return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else None
 
 
 def distillation_table(runs: dict, tasks: list[str], params: dict, latency_ms: dict, latency_ms_batch: dict) -> dict:
     """``runs``: model -> list (one per seed) of {task: {metric: value}} -> the table dict.
 
     Returns ``{model: {"seeds": n, "params": p, "latency_ms": batch-1 ms, "latency_ms_batch":
-    ms per batch of ``BATCH``, task: {auc_mean, auc_std, logloss_mean, logloss_std}}}``.
+    ms per batch of ``BATCH``, task: {auc_mean, auc_std, logloss_mean, logloss_std}}}``; the
+    stds are None for a model trained with one seed.
     """
     table = {}
     for model, per_seed in runs.items():
@@ -46,7 +48,7 @@ def distillation_table(runs: dict, tasks: list[str], params: dict, latency_ms: d
             cell = {}
             for m in METRICS:
                 mean, std = _mean_std([r[task][m] for r in per_seed])
-                cell[f"{m}_mean"], cell[f"{m}_std"] = round(mean, 5), round(std, 5)
+                cell[f"{m}_mean"], cell[f"{m}_std"] = round(mean, 5), None if std is None else round(std, 5)
             row[task] = cell
         table[model] = row
     return table
@@ -63,7 +65,8 @@ def gap_closed(table: dict, tasks: list[str], teacher: str, kd: str, nokd: str) 
 
 
 def markdown(table: dict, tasks: list[str], gaps: dict, kd: str, nokd: str) -> str:
-    """The table as markdown (mean ± std over seeds), then the gap-closed line."""
+    """The table as markdown (mean ± std over seeds; the mean alone, marked "1 seed", for one
+    seed), then the gap-closed line."""
     head = f"| model | seeds | params | batch-1 latency (ms) | batch-{BATCH} latency (ms) | " + " | ".join(
         f"{t} AUC | {t} logloss" for t in tasks) + " |"
     lines = [head, "|---|---|---|---|---|" + "---|---|" * len(tasks)]
@@ -71,7 +74,7 @@ def markdown(table: dict, tasks: list[str], gaps: dict, kd: str, nokd: str) -> s
         cells = []
         for t in tasks:
             c = row[t]
-            cells += [f"{c['auc_mean']:.4f} ± {c['auc_std']:.4f}", f"{c['logloss_mean']:.4f} ± {c['logloss_std']:.4f}"]
+            cells += [_mean_cell(c, "auc", row["seeds"]), _mean_cell(c, "logloss", row["seeds"])]
         params = f"{row['params']:,}" if row.get("params") else ""
         lat = " | ".join(f"{row[k]:.3f}" if row.get(k) else "" for k in ("latency_ms", "latency_ms_batch"))
         lines.append(f"| {model} | {row['seeds']} | {params} | {lat} | " + " | ".join(cells) + " |")
@@ -84,6 +87,13 @@ def markdown(table: dict, tasks: list[str], gaps: dict, kd: str, nokd: str) -> s
     return "\n".join(lines)
 
 
+def _mean_cell(cell: dict, metric: str, seeds: int) -> str:
+    std = cell.get(f"{metric}_std")
+    if std is None:
+        return f"{cell[f'{metric}_mean']:.4f} ({seeds} seed)" if seeds == 1 else f"{cell[f'{metric}_mean']:.4f}"
+    return f"{cell[f'{metric}_mean']:.4f} ± {std:.4f}"
+
+
 def bar_chart(table: dict, tasks: list[str], path: str, title: str) -> str:
     """Grouped bars: per task, each model's mean AUC and logloss with the std as error bars."""
     names = list(table)
@@ -94,13 +104,16 @@ def bar_chart(table: dict, tasks: list[str], path: str, title: str) -> str:
         for i, name in enumerate(names):
             means = [table[name][t][f"{metric}_mean"] for t in tasks]
             stds = [table[name][t][f"{metric}_std"] for t in tasks]
-            ax.bar(x + (i - (len(names) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=name)
+            seeds = table[name].get("seeds", 0)
+            label = f"{name} ({seeds} seed{'s' if seeds != 1 else ''})"
+            yerr = None if any(s is None for s in stds) else stds  # no error bar over one seed
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, means, width, yerr=yerr, capsize=3, label=label)
         vals = [table[n][t][f"{metric}_mean"] for n in names for t in tasks]
         lo, hi = min(vals), max(vals)
         pad = max(1e-3, (hi - lo) * 0.5)
         ax.set_ylim(max(0.0, lo - pad), hi + pad)
         ax.set_xticks(x, tasks)
-        ax.set_title(f"test {metric} (mean ± std over seeds)")
+        ax.set_title(f"test {metric} (mean; ± std where trained with several seeds)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)

@@ -78,10 +78,11 @@ class _Servable:
 
 
 def fingerprint(path: str) -> tuple | None:
-    """Sorted (relative path, size, mtime) of every file under ``path`` (any filesystem);
-    None if something vanished while it was being listed."""
+    """Sorted (relative path, size, mtime) of every file and directory (size -1) under
+    ``path`` (any filesystem); None if something vanished while it was being listed."""
     out = []
     try:
+        out += [(rel, -1, 0.0) for rel in fs.walk_dirs(path)]
         for rel in fs.walk_files(path):
             full = fs.join(path, rel)
             out.append((rel, fs.size(full), fs.mtime(full)))

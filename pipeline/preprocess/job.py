@@ -44,7 +44,7 @@ from core.config import table_owner
 from core.records import RecordSchema
 
 from pipeline.preprocess import stats as preprocess_stats
-from pipeline.beam_options import pipeline_options
+from pipeline.beam_options import InProcessDirectRunner, pipeline_options
 from pipeline.preprocess.raw_io import (FILE_ERRORS, ReadRawRecords, check_has_records, check_inputs,
                                         pipeline_errors, raise_file_errors, write_file_errors)
 from pipeline.preprocess.record_batches import ToRecordBatches, raw_tensor_adapter_config
@@ -57,6 +57,21 @@ from pipeline.preprocess.transform import (bucket_features, cross_features, make
 from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
 log = logging.getLogger("pipeline.preprocess.job")
+
+
+def _tft_session_config_for_the_direct_runner() -> None:
+    """TF Transform gives its TF sessions two threads on Beam's DirectRunner and FnApiRunner
+    (keyed by the runner's exact type); ``InProcessDirectRunner`` is that FnApiRunner, so it
+    gets the same (without it every worker process's sessions would use every core)."""
+    from tensorflow_transform.beam import impl
+
+    table = getattr(impl, "_DEFAULT_TENSORFLOW_CONFIG_BY_BEAM_RUNNER_TYPE", None)
+    fixed = getattr(impl, "_FIXED_PARALLELISM_TF_CONFIG", None)
+    if isinstance(table, dict) and fixed is not None:
+        table.setdefault(InProcessDirectRunner, fixed)
+
+
+_tft_session_config_for_the_direct_runner()
 
 COUNTS_FILE = "_counts.jsonl"
 FILE_ERRORS_FILE = "_file_errors.jsonl"

@@ -121,11 +121,11 @@ def choose_role(cfg, run_dir: RunDir, requested: str | None) -> str:
 
     role = requested or cfg.export.serve_model
     path = model_io.serving_model_dir(run_dir.model_dir(role))
-    if model_io.has_serving_model(run_dir.model_dir(role)):
+    if fs.exists(path):  # complete or not: export names what is wrong with it
         return role
     if requested is None and role == "student":
         teacher = model_io.serving_model_dir(run_dir.model_dir("teacher"))
-        if model_io.has_serving_model(run_dir.model_dir("teacher")):
+        if fs.exists(teacher):
             log.info("export: no student model at %s; exporting the teacher instead", path)
             return "teacher"
         run_dir.require(teacher, "train")  # neither model exists: training comes first

@@ -9,7 +9,7 @@ from core.run_dir import publish_dir, write_json_atomic
 from pipeline.stages.base import StageResult, stage
 
 
-def _plot(rows, summary, tasks, reference, path):
+def _plot(rows, summary, tasks, reference, path, seeds: int):
     from core.figures import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(6, 5))
@@ -21,7 +21,7 @@ def _plot(rows, summary, tasks, reference, path):
         xs = [p[0] for p in front]
         ys = [p[1] for p in front]
         ax.step(xs, ys, where="post", color=color, marker="o",
-                label=f"{arm}: HV {s['hypervolume_mean']:.4f} ± {s['hypervolume_std']:.4f}")
+                label=f"{arm}: HV {_spread(s['hypervolume_mean'], s['hypervolume_std'], seeds, 4)}")
     ax.set(xlabel=f"test AUC {tasks[0]}", ylabel=f"test AUC {tasks[1]}",
            title=f"Pareto frontiers (mean over seeds); reference {tuple(reference)}")
     ax.legend(fontsize=8)
@@ -29,12 +29,19 @@ def _plot(rows, summary, tasks, reference, path):
     return save_figure(fig, path)
 
 
-def _table(summary, tasks) -> list[str]:
+def _spread(mean: float, std: float, seeds: int, digits: int) -> str:
+    """``mean ± std``; over one seed the mean and "(1 seed)": a spread of one value is unknown, not 0."""
+    if seeds == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _table(summary, tasks, seeds: int) -> list[str]:
     lines = [f"| arm | w({tasks[0]}) | AUC {tasks[0]} | AUC {tasks[1]} |", "|---|---|---|---|"]
     for arm, s in summary.items():
         for p in s["per_weight"]:
-            lines.append(f"| {arm} | {p['weight']:.2f} | {p['auc_1_mean']:.4f} ± {p['auc_1_std']:.4f} "
-                         f"| {p['auc_2_mean']:.4f} ± {p['auc_2_std']:.4f} |")
+            lines.append(f"| {arm} | {p['weight']:.2f} | {_spread(p['auc_1_mean'], p['auc_1_std'], seeds, 4)} "
+                         f"| {_spread(p['auc_2_mean'], p['auc_2_std'], seeds, 4)} |")
     return lines
 
 
@@ -56,15 +63,16 @@ def run(cfg, run_dir, opts) -> StageResult:
         fs.write_atomic(fs.join(tmp, "points.csv"), points.getvalue())
         write_json_atomic(fs.join(tmp, "summary.json"), {"points": rows, "summary": summary})
     out_dir = fs.published(run_dir.path("pareto"))
-    plot = _plot(rows, summary, tasks, p.reference_point, fs.join(run_dir.plots_dir, "pareto_frontiers.png"))
+    plot = _plot(rows, summary, tasks, p.reference_point, fs.join(run_dir.plots_dir, "pareto_frontiers.png"),
+                 len(p.seeds))
     text = verdict(summary)
     report = [f"Backbone `{p.backbone}`, {p.epochs} epoch(s) per point, first-task weights {p.first_task_weights}, "
               f"seeds {p.seeds}; test-split AUCs (mean ± std over seeds). Hypervolume against reference point "
               f"{tuple(p.reference_point)}:", ""]
     for arm, s in summary.items():
-        report.append(f"- {arm}: {s['hypervolume_mean']:.5f} ± {s['hypervolume_std']:.5f} "
+        report.append(f"- {arm}: {_spread(s['hypervolume_mean'], s['hypervolume_std'], len(p.seeds), 5)} "
                       f"(per seed {[round(h, 5) for h in s['hypervolume_per_seed']]}; of the mean points {s['hypervolume_of_mean_points']:.5f})")
-    report += ["", *_table(summary, tasks), "", f"**{text}**"]
+    report += ["", *_table(summary, tasks, len(p.seeds)), "", f"**{text}**"]
     metrics = {arm: {"hypervolume_mean": s["hypervolume_mean"], "hypervolume_std": s["hypervolume_std"]}
                for arm, s in summary.items()}
     return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[fs.relative(plot, run_dir.root)], report="\n".join(report), message=text)

@@ -78,8 +78,7 @@ def write_part(frame: pd.DataFrame, directory: str, index: int, fmt: str) -> str
     name = f"part-{index:05d}.{fmt}"
     path = fs.join(directory, name)
     if fmt == "csv":
-        with fs.open_file(path, "w") as f:
-            frame.to_csv(f, index=False, float_format=_CSV_FLOAT_FORMAT)
+        fs.write_bytes(path, frame.to_csv(index=False, float_format=_CSV_FLOAT_FORMAT).encode("utf-8"))
     else:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -91,8 +90,9 @@ def write_part(frame: pd.DataFrame, directory: str, index: int, fmt: str) -> str
         for c in lists:
             arrays[c] = _string_lists(pa.array(frame[c].to_numpy(dtype=object), type=pa.string()), pa, pc)
         table = pa.table({c: arrays[c] for c in frame.columns}).replace_schema_metadata(plain.schema.metadata)
-        with fs.open_file(path, "wb") as f:
-            pq.write_table(table, f)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        fs.write_bytes(path, buf.getvalue().to_pybytes())
     return name
 
 

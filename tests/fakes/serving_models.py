@@ -495,13 +495,16 @@ def serving_config(*overrides):
 
 
 def publish_tiny(base: str, version: int, scale: float, name: str = "tiny") -> str:
-    """Builds a tiny SavedModel in a hidden dir and renames it into place, as export does."""
-    model_dir = os.path.join(base, name)
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{version}")
+    """Builds a tiny SavedModel in a hidden dir and publishes it as export does
+    (``serving.versions.publish``: a rename locally, a copy with saved_model.pb last elsewhere)."""
+    from core import fs
+    from serving import versions
+
+    model_dir = fs.join(base, name)
+    fs.makedirs(model_dir)
+    tmp = versions.build_dir(model_dir, version)
     build_tiny_savedmodel(tmp, scale)
-    os.rename(tmp, os.path.join(model_dir, str(version)))
-    return os.path.join(model_dir, str(version))
+    return versions.publish(tmp, model_dir, version)
 
 
 # The features of the list fake's student: it skips the sequence (hist_items) and the

@@ -34,7 +34,7 @@ def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg
     m = result.metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (30, 28, 2)
     rows = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "predictions*.jsonl")) for line in open(p)]
-    dead = [json.loads(line) for p in glob.glob(str(out / "dead_letters" / "*.jsonl")) for line in open(p)]
+    dead = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "dead_letters", "*.jsonl")) for line in open(p)]
     assert sorted(d["reason"] for d in dead) == ["missing_value", "unparsable_value"]
     assert any("'price'" in d["detail"] for d in dead)
     by_id = {r["impression_id"]: r for r in rows}
@@ -49,7 +49,7 @@ def test_predict_scores_every_row_or_dead_letters_it(exported_fake_run, beam_cfg
     finally:
         model.close()
     assert by_id[first["impression_id"]]["click_probability"] == pytest.approx(float(p), abs=1e-6)
-    assert json.load(open(out / "counts.json"))["predicted"] == 28
+    assert json.load(open(fs.join(fs.published(str(out)), "counts.json")))["predicted"] == 28
 
 
 def test_predict_without_published_model(beam_cfg, tmp_path):
@@ -135,7 +135,7 @@ def test_predict_csv_with_list_features_scores_valid_rows_and_dead_letters_bad_l
     out = tmp_path / "out"
     m = run_predict(cfg, list_run.run_dir, types.SimpleNamespace(input=str(src), output=str(out), format="csv")).metrics
     assert (m["rows_read"], m["predicted"], m["dead_lettered"]) == (40, 38, 2)
-    dead = [json.loads(line) for p in glob.glob(str(out / "dead_letters" / "*.jsonl")) for line in open(p)]
+    dead = [json.loads(line) for p in glob.glob(fs.join(fs.published(str(out)), "dead_letters", "*.jsonl")) for line in open(p)]
     assert sorted(d["reason"] for d in dead) == ["invalid_list_weight", "list_weight_mismatch"]
     predictions = _predictions(out)
     expected = _served(list_run.teacher, cfg, _typed(cfg, str(src), "csv"))

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from core.run_dir import RunDir
 from tests.conftest import REPO
 
 TINY = ["--set", "synthetic.rows=2000", "--set", "synthetic.chunk_rows=1000",
@@ -99,7 +100,7 @@ def test_generate_writes_data_summary_and_report_then_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "generate: wrote 2,000 rows in 2 file(s)" in proc.stdout
     assert "chunk 2/2 written" in proc.stderr  # progress is logged per chunk
-    assert sorted(os.listdir(run / "data" / "raw")) == ["_SUCCESS", "part-00000.csv", "part-00001.csv"]
+    assert sorted(os.listdir(RunDir(str(run)).raw_data_output)) == ["_SUCCESS", "part-00000.csv", "part-00001.csv"]
     summary = json.load(open(run / "summary.json"))
     stage = summary["stages"]["generate"]
     assert stage["status"] == "ok" and stage["rows"] == 2000 and stage["wall_seconds"] > 0
@@ -112,12 +113,12 @@ def test_generate_writes_data_summary_and_report_then_resumes(tmp_path):
     assert "| generate | ok |" in report and "## generate" in report and "synthetic_probabilities.png" in report
     assert (run / "config.yaml").exists()
 
-    mtime = os.path.getmtime(run / "data" / "raw" / "part-00000.csv")
+    mtime = os.path.getmtime(os.path.join(RunDir(str(run)).raw_data_output, "part-00000.csv"))
     again = _run("generate", "--run-dir", str(run), *TINY)
     assert again.returncode == 0, again.stderr
     assert "generate: reused 2,000 rows" in again.stdout
     assert "skipping" in again.stderr
-    assert os.path.getmtime(run / "data" / "raw" / "part-00000.csv") == mtime
+    assert os.path.getmtime(os.path.join(RunDir(str(run)).raw_data_output, "part-00000.csv")) == mtime
     stage = json.load(open(run / "summary.json"))["stages"]["generate"]
     assert stage["status"] == "ok" and stage["skipped"] is True and stage["rows"] == 2000
 

@@ -120,3 +120,16 @@ def test_a_size_that_skips_features_says_which_in_the_table():
     assert "| lean | kd | 2 | [16] | [4] | without hist_items | 2 | 3,000 |" in text
     assert "| teacher | teacher | 16 | [128] | [32] | all |" in text
     assert "without hist_items" in distill_report._size_label(entries[1])
+
+
+def test_a_metric_over_one_seed_is_printed_without_a_spread():
+    """One seed has no spread: the table says "1 seed" instead of "± 0.0000"; two seeds get their std."""
+    runs = {"teacher": [{"click": {"auc": 0.71, "logloss": 0.30}}],
+            "student_kd": [{"click": {"auc": 0.70, "logloss": 0.31}}, {"click": {"auc": 0.68, "logloss": 0.33}}]}
+    table = distill_report.distillation_table(runs, ["click"], {}, {}, {})
+    assert table["teacher"]["click"]["auc_std"] is None
+    assert table["student_kd"]["click"]["auc_std"] == pytest.approx(0.01414, abs=1e-5)
+    text = distill_report.markdown(table, ["click"], {"click": None}, "student_kd", "teacher")
+    teacher_row = next(line for line in text.splitlines() if line.startswith("| teacher "))
+    assert "0.7100 (1 seed)" in teacher_row and "±" not in teacher_row
+    assert "0.6900 ± 0.0141" in text

@@ -152,7 +152,8 @@ def test_stage_writes_marker_plot_report_and_then_resumes(tmp_path):
 
     changed = run_generate(_cfg("synthetic.rows=2000", "synthetic.chunk_rows=1000"), run_dir, None)
     assert not changed.extra["skipped"] and changed.rows == 2000
-    assert len(glob.glob(pattern)) == 2  # the old 3-file output was replaced, not mixed in
+    assert len(glob.glob(run_dir.raw_input(cfg)[0])) == 2  # the old 3-file output was replaced, not mixed in
+    assert glob.glob(pattern) == []  # and its attempt directory removed
 
 
 def test_a_failed_generation_leaves_the_previous_output_untouched(tmp_path, monkeypatch):

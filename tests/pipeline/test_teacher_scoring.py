@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from core import fs
 from pipeline.beam_options import pipeline_options
 from pipeline.teacher_scoring import TeacherModelHandler, score_splits
 
@@ -79,9 +80,9 @@ def test_scoring_adds_teacher_logits_one_row_per_input(tmp_path, teacher):
                           out, handler, options=pipeline_options(_Beam()))
     assert counts == {"train": {"rows_in": 37, "rows_scored": 37, "rows_dead_letter": 0},
                       "validation": {"rows_in": 5, "rows_scored": 5, "rows_dead_letter": 0}}
-    rows = _read(os.path.join(out, "train-*.tfrecord.gz"))
+    rows = _read(os.path.join(fs.published(out), "train-*.tfrecord.gz"))
     assert len(rows) == 37
-    assert len(_read(os.path.join(out, "validation-*.tfrecord.gz"))) == 5
+    assert len(_read(os.path.join(fs.published(out), "validation-*.tfrecord.gz"))) == 5
     rows.sort(key=lambda e: e.features.feature["num"].float_list.value[0])
     cats = np.array([e.features.feature["cat"].int64_list.value[0] for e in rows])
     nums = np.array([e.features.feature["num"].float_list.value[0] for e in rows], np.float32)
@@ -105,8 +106,8 @@ def test_unscorable_records_go_to_dead_letters_with_reason(tmp_path, teacher):
     counts = score_splits({"train": str(data / "train-*.tfrecord.gz")}, out, handler,
                           options=pipeline_options(_Beam()))
     assert counts["train"] == {"rows_in": 11, "rows_scored": 10, "rows_dead_letter": 1}
-    assert len(_read(os.path.join(out, "train-*.tfrecord.gz"))) == 10
-    lines = [json.loads(line) for f in glob.glob(os.path.join(out, "dead_letters", "train*.jsonl"))
+    assert len(_read(os.path.join(fs.published(out), "train-*.tfrecord.gz"))) == 10
+    lines = [json.loads(line) for f in glob.glob(os.path.join(fs.published(out), "dead_letters", "train*.jsonl"))
              for line in open(f) if line.strip()]
     assert len(lines) == 1 and lines[0]["split"] == "train"
     assert "num" in lines[0]["error"]

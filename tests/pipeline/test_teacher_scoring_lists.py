@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from core import fs
 from core.config import load_config
 from core.feature_specs import model_input_types
 from core.features import teacher_logit_key
@@ -40,7 +41,7 @@ def test_scoring_a_teacher_with_lists_matches_the_model(tmp_path):
     counts = score_splits({"train": str(tmp_path / "data" / "train-*.tfrecord.gz")}, out, handler,
                           options=pipeline_options(_Beam()))
     assert counts["train"] == {"rows_in": 30, "rows_scored": 30, "rows_dead_letter": 0}
-    files = sorted(glob.glob(os.path.join(out, "train-*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(fs.published(out), "train-*.tfrecord.gz")))
     rows = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     got = {int(e.features.feature["row"].int64_list.value[0]):
            e.features.feature[teacher_logit_key("click")].float_list.value[0] for e in rows}

@@ -40,7 +40,7 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
     try:
         procs.wait_for_line(first, "input file(s) matching", timeout=180)
         deadline = time.monotonic() + 120
-        while not glob.glob(os.path.join(run_dir.root, ".tmp-preprocess-*", "**", "*"), recursive=True):
+        while not glob.glob(os.path.join(run_dir.preprocess_dir, fs.ATTEMPT_PREFIX + "*", "**", "*"), recursive=True):
             assert first.poll() is None, procs.read_log(first)[-3000:]
             assert time.monotonic() < deadline, "the job never started writing"
             time.sleep(0.1)
@@ -50,7 +50,8 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
         procs.kill(first)
     assert not fs.is_published(run_dir.preprocess_dir), "a killed job must not publish preprocess/"
     assert not os.path.exists(run_dir.feature_info_file)
-    assert [d for d in os.listdir(run_dir.root) if d.startswith(".tmp-preprocess-")]  # hidden scratch only
+    killed = [d for d in os.listdir(run_dir.preprocess_dir) if d.startswith(fs.ATTEMPT_PREFIX)]
+    assert killed and os.listdir(run_dir.preprocess_dir) == killed  # an uncommitted attempt only, no marker
 
     rerun = procs.run_cli(procs.cli_args("preprocess", run_dir.root, SMALL + [
         "preprocess.beam.direct_running_mode=multi_processing", "preprocess.beam.direct_num_workers=2"]), timeout=400)
@@ -60,7 +61,7 @@ def test_killed_preprocess_leaves_nothing_visible_and_rerun_counts_every_row_onc
     assert stats["valid"] + stats["dead_lettered"] == stats["rows_read"]
     assert stats["dead_lettered"] == len(BAD) and stats["by_reason"] == fx.expected_reason_counts()
     assert sum(stats["rows_per_split"].values()) == stats["valid"]
-    assert not [d for d in os.listdir(run_dir.root) if d.startswith(".tmp-preprocess-")]  # the killed scratch is gone
+    assert not set(killed) & set(os.listdir(run_dir.preprocess_dir))  # the killed attempt is gone
     for split, n in stats["rows_per_split"].items():
         assert _records(run_dir.split_pattern(split)) == n, split
     dead = [json.loads(line) for p in glob.glob(os.path.join(run_dir.dead_letter_dir, "*")) for line in open(p)]

@@ -153,7 +153,7 @@ def test_stage_fails_above_the_dead_letter_threshold(logs):
     assert "wrong_column_count: 2" in message and "non_finite_value: 2" in message
     assert run_dir.rejected_dir in message
     assert not fs.is_published(run_dir.preprocess_dir) and not fs.walk_files(run_dir.preprocess_dir)  # nothing half-written for later stages
-    letters = [line for f in glob.glob(os.path.join(run_dir.rejected_dir, "dead_letters", "*.jsonl")) for line in open(f)]
+    letters = [line for f in glob.glob(os.path.join(fs.published(run_dir.rejected_dir), "dead_letters", "*.jsonl")) for line in open(f)]
     assert len(letters) == len(fx.bad_lines())
 
 
