@@ -200,7 +200,8 @@ def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Na
             raise TypeError(f"stage {name!r} returned {type(result).__name__}, expected StageResult")
     except BaseException as e:
         error = _as_pipeline_error(name, run_dir, e)
-        _record_failure(summary, run_dir, name, time.monotonic() - start, error)
+        if _is_chief():  # summary.json has one writer: another worker's failure is on its own console
+            _record_failure(summary, run_dir, name, time.monotonic() - start, error)
         if error is not e:
             raise error from e
         raise

@@ -95,15 +95,16 @@ def test_two_workers_killed_mid_epoch_resume_from_the_chiefs_backup(tmp_path):
     first = start_cluster("first")
     try:
         deadline = time.monotonic() + 240
-        while "teacher epoch 1/3" not in procs.read_log(first[0]):
+        backup = fs.join(run_dir.model_dir("teacher"), "backup", "chief")
+        while "checkpoint" not in fs.walk_files(backup):  # epoch 1 backed up (the last callback of its end)
             assert all(w.poll() is None for w in first), procs.read_log(first[0])[-3000:]
-            assert time.monotonic() < deadline, "epoch 1 never finished:\n" + procs.read_log(first[0])[-3000:]
+            assert time.monotonic() < deadline, "epoch 1 was never backed up:\n" + procs.read_log(first[0])[-3000:]
             time.sleep(0.05)
     finally:
         for w in first:
             procs.kill(w)
     killed = procs.read_log(first[0])
-    assert "teacher epoch 2/3" not in killed, "the kill must land inside epoch 2"
+    assert "teacher epoch 1/3" in killed and "teacher epoch 2/3" not in killed, "the kill must land inside epoch 2"
     assert fs.walk_files(fs.join(run_dir.model_dir("teacher"), "backup", "chief")), "no backup after epoch 1"
     assert fs.read_json(run_dir.summary_file)["stages"]["train"]["status"] == "running"
 
