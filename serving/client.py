@@ -20,12 +20,11 @@ Command line (scores a few validation rows of a run)::
 """
 from __future__ import annotations
 
-from core import fs
-
 import argparse
 import json
 import sys
 
+from core import fs
 
 
 class ServingClientError(Exception):

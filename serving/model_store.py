@@ -48,13 +48,12 @@ States follow TF Serving's ``ModelVersionStatus``: START, LOADING, AVAILABLE, UN
 """
 from __future__ import annotations
 
-from core import fs
-
 import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
 
+from core import fs
 from serving import versions
 from serving.model_config import ModelConfig, ModelConfigError, discovered, label_refused
 from serving.session_model import SessionModel

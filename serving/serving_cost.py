@@ -15,11 +15,13 @@ scaling, another process) hits them alike.
 """
 from __future__ import annotations
 
-from core import fs
-
 import time
+
 import numpy as np
 import tensorflow as tf
+
+from core import fs
+from serving.session_model import load_serve_graph
 
 SERVE_TAG = "serve"
 PERCENTILES = (50, 90, 99)
@@ -71,7 +73,7 @@ class LoadedModel:
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         try:
             with self.graph.as_default():
-                meta = tf.compat.v1.saved_model.loader.load(self.session, [SERVE_TAG], export_dir)
+                meta = load_serve_graph(self.session, export_dir)
         except BaseException:
             self.session.close()
             raise

@@ -35,6 +35,16 @@ from tensorflow.core.protobuf import config_pb2
 from serving.status import failed_precondition, invalid
 
 SERVE_TAG = "serve"
+
+
+def load_serve_graph(session, export_dir: str):
+    """Loads ``export_dir``'s ``serve`` meta graph into ``session`` (its graph the default) and
+    returns the MetaGraphDef: what ``tf.compat.v1.saved_model.loader.load`` does, and what TF
+    Serving's C++ loader does. That function is only a deprecation-warning wrapper (printed on
+    every call) of ``SavedModelLoader.load``, which TF 2.21 keeps without a public alias."""
+    from tensorflow.python.saved_model import loader_impl
+
+    return loader_impl.SavedModelLoader(export_dir).load(session, [SERVE_TAG])
 MAX_CALLABLES = 64  # distinct (feeds, fetches) pairs kept per model (signatures x output filters)
 
 
@@ -123,7 +133,7 @@ class SessionModel:
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
         with self.graph.as_default():
-            meta = tf.compat.v1.saved_model.loader.load(self.session, [SERVE_TAG], export_dir)
+            meta = load_serve_graph(self.session, export_dir)
         self.signature_defs = dict(meta.signature_def)
         self._callables: dict = {}
         self._callables_lock = threading.Lock()

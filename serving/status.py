@@ -9,12 +9,12 @@ characters is cut there and ends in ``...TRUNCATED``, ``grpc_message``).
 """
 from __future__ import annotations
 
-from core import fs
-
 import os
 import re
 
 import grpc
+
+from core import fs
 
 CANCELLED = "CANCELLED"
 UNKNOWN = "UNKNOWN"

@@ -1,12 +1,10 @@
 """``python -m pipeline train``: the multi-task teacher (with self-auxiliary towers by default)."""
 from __future__ import annotations
 
-from core import fs
-
-
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from core import fs
 from pipeline.stages.base import StageResult, stage
 
 ROLE = "teacher"
