@@ -32,8 +32,9 @@ of each side. Every run is written to ``--output`` (default
   /work/.venv-deepctr/bin/pip install tensorflow==2.21.0 tf-keras==2.21.0 deepctr==0.9.4
   pandas scikit-learn``): the splits are exported once to an ``.npz`` (not timed) and this
   script re-invokes itself there; ``model.fit`` (with a per-epoch validation AUC callback) is
-  timed. Without that virtualenv, or with ``--reimplement``, small re-implementations of
-  DeepCTR's models with its default hyperparameters run instead (labelled so).
+  timed. Without that virtualenv the script stops with an error naming it; only with
+  ``--reimplement`` do small re-implementations of DeepCTR's models with its default
+  hyperparameters run instead (labelled so in every line and in the JSON).
 
 Both sides read only the categorical and numeric features (DeepCTR has no equivalent of our
 list features or piecewise-linear encodings), train ``--epochs`` epochs of batch 256 with Adam
@@ -335,6 +336,12 @@ def markdown_table(results: dict, tasks: list[str], peer_label: str) -> str:
 
 def bench(args) -> int:
     """Exports the splits, alternates the two sides per model, prints the table, writes the JSON."""
+    reimplement = args.reimplement
+    if not reimplement and not os.path.exists(args.peer_python):
+        print(f"error: --peer-python {args.peer_python} does not exist: the real DeepCTR cannot run. Create that "
+              "virtualenv (see this script's docstring), point --peer-python at one, or pass --reimplement to "
+              "compare with the re-implementations instead (reported as such)", file=sys.stderr)
+        return 2
     sys.path.insert(0, REPO)
     from core.run_dir import RunDir, write_json_atomic
     from models.model_io import load_feature_info
@@ -342,7 +349,6 @@ def bench(args) -> int:
     run_dir = RunDir(args.run_dir)
     info = load_feature_info(run_dir.feature_info_file)
     features = bench_features(info)
-    reimplement = args.reimplement or not os.path.exists(args.peer_python)
     peer_python = sys.executable if reimplement else args.peer_python
     peer_label = "DeepCTR re-implementation" if reimplement else "DeepCTR"
     config = os.path.abspath(args.config)
@@ -368,15 +374,17 @@ def bench(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run-dir", help="a preprocessed run directory")
+    ap.add_argument("--run-dir", help="a run directory preprocessed with --config (default config: census-income "
+                                      "from ../shared/data/census_income_kdd/, which this benchmark reads)")
     ap.add_argument("--config", default=os.path.join(REPO, "configs", "census_income.yaml"),
                     help="the pipeline config the run directory was preprocessed with")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     ap.add_argument("--repeats", type=int, default=3, help="alternations of the two sides per model")
     ap.add_argument("--epochs", type=int, default=2, help="training epochs of every run")
     ap.add_argument("--peer-python", default="/work/.venv-deepctr/bin/python",
-                    help="python of the virtualenv holding DeepCTR; ignored with --reimplement")
-    ap.add_argument("--reimplement", action="store_true", help="use the DeepCTR re-implementations instead of DeepCTR")
+                    help="python of the virtualenv holding DeepCTR (must exist unless --reimplement)")
+    ap.add_argument("--reimplement", action="store_true",
+                    help="compare with small re-implementations of DeepCTR's models, not DeepCTR itself")
     ap.add_argument("--output", help="JSON of every run (default: <run-dir>/bench_teacher_vs_deepctr.json)")
     ap.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     ap.add_argument("--model", choices=list(MODELS), help=argparse.SUPPRESS)

@@ -443,7 +443,9 @@ class TrainingConfig:
     cache: str = _f("auto", choices=["auto", "memory", "stream"])
     cache_max_mb: int = _f(1024, lo=0)
     seed: int = 1
-    verbose: int = _f(2, choices=[0, 1, 2])
+    # Keras' fit output: None (default) shows a step progress bar on a terminal and nothing
+    # more in a log (each epoch already ends with one log line); 0, 1, 2 as Keras.
+    verbose: Optional[int] = _f(None, choices=[0, 1, 2])
     distribute: DistributeConfig = _f(factory=DistributeConfig)
 
 

@@ -70,10 +70,10 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
     feature_info = feature_info.select(list(getattr(model_cfg, "features", None) or []))
     if not multi_worker.is_chief():  # multi-worker: every worker saves, only the chief's copy is kept
         with multi_worker.write_dir(path) as tmp:
-            model.serving_model().save(tmp)
+            _save_serving_model(model, tmp)
         return {}
     with publish_dir(path) as tmp:
-        model.serving_model().save(tmp)
+        _save_serving_model(model, tmp)
     path = fs.published(path)
     write_json_atomic(fs.join(model_dir, MODEL_CONFIG), {
         "role": role,
@@ -88,6 +88,15 @@ def save_trained(model_dir: str, model, result, *, role: str, model_cfg, feature
     })
     return {"serving_model": path, "model_config": fs.join(model_dir, MODEL_CONFIG),
             "metrics": fs.join(model_dir, METRICS), "logs": fs.join(model_dir, "logs")}
+
+
+def _save_serving_model(model, path: str) -> None:
+    """Saves ``model.serving_model()`` (uncompiled: it is never trained) at ``path``. Compiled
+    with nothing first: tf_keras' save otherwise warns, on every save, that "the compiled
+    metrics have yet to be built" (loading uses ``compile=False`` either way)."""
+    serving = model.serving_model()
+    serving.compile()
+    serving.save(path)
 
 
 def load_model_config(model_dir: str, stage: str):

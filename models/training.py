@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -85,6 +86,13 @@ def make_callbacks(model_dir: Optional[str], training_cfg, tasks: list[str], nam
             cbs.append(ResumableBackup(fs.join(model_dir, "backup"), record, early_stopping=stopper,
                                        checkpoint=best))
     return cbs
+
+
+def _keras_verbose(verbose: Optional[int]) -> int:
+    """``training.verbose``; None: Keras' step progress bar on a terminal, nothing in a log."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 0
 
 
 def resume_epoch(backup_dir: str) -> int:
@@ -237,7 +245,7 @@ def train_model(model, train_ds: Union[tf.data.Dataset, Callable[[int], tf.data.
              count_params(model))
     try:
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=fit_steps,
-                         validation_steps=val_steps, callbacks=cbs, verbose=t.verbose if verbose is None else verbose)
+                         validation_steps=val_steps, callbacks=cbs, verbose=_keras_verbose(t.verbose if verbose is None else verbose))
     except tf.errors.DataLossError as e:  # name the corrupt or truncated shard
         if not shard_patterns:
             raise

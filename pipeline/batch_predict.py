@@ -30,6 +30,7 @@ from pipeline.beam_options import pipeline_options
 from core.errors import PipelineError
 from pipeline.preprocess.raw_io import ReadRawRecords, check_inputs, pipeline_errors
 from core import fs
+from pipeline.progress import StageProgress
 from core.fs import publish_dir, write_json_atomic
 from pipeline.preprocess.validation import ValidateRecords, WriteDeadLetters
 
@@ -68,9 +69,13 @@ class _SavedModelHandler(ModelHandler):
         self._cfg = cfg
 
     def load_model(self):
+        import atexit
+
         from serving.session_model import SessionModel
 
-        return SessionModel(self._export_dir)
+        model = SessionModel(self._export_dir)
+        atexit.register(model.close)  # before TF's own teardown in this worker process
+        return model
 
     def run_inference(self, batch, model, inference_args=None):
         from serving.raw_examples import to_columns
@@ -146,7 +151,8 @@ def predict_files(cfg, pattern: str, fmt: str, output: str, export_dir: str) -> 
     start = time.monotonic()
     with publish_dir(output) as tmp:
         # A truncated or corrupt input file surfaces as one InputError naming it, not a runner traceback.
-        with pipeline_errors(), beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
+        with pipeline_errors(), StageProgress("predict"), \
+                beam.Pipeline(options=pipeline_options(cfg.preprocess.beam, job_name=None)) as p:
             out = p | "ScoreRawRecords" >> ScoreRawRecords(pattern, fmt, cfg, export_dir, columns=columns)
             _ = out["predictions"] | "WritePredictions" >> beam.io.WriteToText(
                 fs.join(tmp, "predictions"), file_name_suffix=".jsonl")

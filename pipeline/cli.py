@@ -72,6 +72,10 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "replace the recorded config (outputs already there were made with the old one)")
     parser.add_argument("--debug", action="store_true", default=d if suppress else False,
                         help="show tracebacks and debug logs")
+    parser.add_argument("--verbose", action="store_true", default=d if suppress else False,
+                        help="also show TensorFlow's and Beam's own info logs and their start-up lines")
+    parser.add_argument("--quiet", action="store_true", default=d if suppress else False,
+                        help="only warnings, errors and each stage's summary line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,15 +110,16 @@ def _apply_cli_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+def _setup_logging(debug: bool, verbose: bool = False, quiet: bool = False) -> None:
+    """The project's loggers at INFO (DEBUG with ``--debug``, WARNING with ``--quiet``); the
+    libraries' at WARNING unless ``--verbose`` or ``--debug``."""
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+    libraries = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
     for noisy in ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+        logging.getLogger(noisy).setLevel(libraries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        _setup_logging(args.debug)
+        _setup_logging(args.debug, getattr(args, "verbose", False), getattr(args, "quiet", False))
         return _dispatch(args)
     except PipelineError as e:
         if debug:
@@ -267,9 +272,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     record_config(cfg, run_dir)
 
     names = stages_for_run(cfg) if args.command == "run" else [args.command]
+    next_steps = [] if len(names) > 1 else None
     for i, name in enumerate(names, 1):
         if len(names) > 1:
             print(f"[{i}/{len(names)}] {name}: {STAGES.help(name)}", flush=True)
-        run_stage(name, cfg, run_dir, args)
+        run_stage(name, cfg, run_dir, args, next_steps=next_steps)
+    if len(names) > 1:
+        print(stage_table(run_dir, names), flush=True)
+        if next_steps:
+            print("\n".join(next_steps), flush=True)
     print(f"summary: {run_dir.summary_file}\nreport:  {run_dir.report_file}", flush=True)
     return 0
+
+
+def stage_table(run_dir, names: list[str]) -> str:
+    """The stages of a ``run`` as a plain-text table: status, wall time and rows of each."""
+    from core.run_dir import Summary
+
+    stages = Summary(run_dir).load()["stages"]
+    rows = [("stage", "status", "wall", "rows")]
+    for name in names:
+        e = stages.get(name) or {}
+        wall = e.get("wall_seconds")
+        rows.append((name, str(e.get("status", "-")), f"{wall:.1f} s" if isinstance(wall, (int, float)) else "-",
+                     f"{e['rows']:,}" if isinstance(e.get("rows"), int) else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)

@@ -42,6 +42,7 @@ from models.inputs import list_shards, make_dataset, split_source
 from models.outputs import CTCVR, esmm_child, logit_key
 from models.training import train_model
 from pipeline import distill_report
+from pipeline.progress import StageProgress
 from pipeline.beam_options import pipeline_options
 from core.config import CONFIGURED_STUDENT, model_feature_names, student_sizes
 from core.errors import DataValidationError, InputError
@@ -71,9 +72,11 @@ def score_with_teacher(cfg, run_dir) -> dict:
     patterns = {s: run_dir.split_pattern(s) for s in ("train", "validation")}
     for pattern in patterns.values():
         list_shards(pattern)
-    counts = score_splits(patterns, run_dir.scores_dir, teacher_handler(cfg, run_dir),
-                          options=pipeline_options(cfg.preprocess.beam, job_name=None),
-                          num_shards=cfg.preprocess.num_shards)
+    rows = [run_dir.split_rows(s) for s in patterns]
+    with StageProgress("distill: teacher scoring", total=sum(rows) if None not in rows else None):
+        counts = score_splits(patterns, run_dir.scores_dir, teacher_handler(cfg, run_dir),
+                              options=pipeline_options(cfg.preprocess.beam, job_name=None),
+                              num_shards=cfg.preprocess.num_shards)
     dead = sum(c["rows_dead_letter"] for c in counts.values())
     total = sum(c["rows_in"] for c in counts.values())
     if total and dead / total > cfg.preprocess.max_dead_letter_fraction:
@@ -419,5 +422,8 @@ def distill(cfg, run_dir) -> StageResult:
     plots = [fs.relative(plot, run_dir.root), fs.relative(frontier_plot, run_dir.root)]
     return StageResult(rows=rows, metrics=metrics, models={STUDENT: runs[KD_ROW][0]}, artifacts=artifacts,
                        plots=plots, report=report,
-                       message=f"student saved to {saved[1].artifacts.get('serving_model')}"
-                       + (f"; sizes {', '.join(sizes)} to {run_dir.students_dir}" if sizes else ""))
+                       message=f"distill: {sum(c['rows_in'] for c in counts.values()):,} rows scored by the teacher; "
+                       + "student (KD) test AUC " + ", ".join(f"{t} {table[KD_ROW][t]['auc_mean']:.4f}" for t in tasks)
+                       + f", {latency[TEACHER] / latency[KD_ROW]:.1f}x faster than the teacher at batch 1"
+                       + f" -> {saved[1].artifacts.get('serving_model')}"
+                       + (f" (sizes {', '.join(sizes)} in {run_dir.students_dir})" if sizes else ""))

@@ -23,6 +23,8 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from core import feature_specs, fs
+from pipeline import progress
+from pipeline.progress import RowCounter
 
 log = logging.getLogger("pipeline.stages.distill")
 
@@ -134,9 +136,20 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {useful[0][:300]}"
 
 
-def _count(element, counter):
-    counter.inc()
-    return element
+class _CountRowsIn(beam.DoFn):
+    """Counts the rows into the job (a Beam counter) and into the launcher's progress."""
+
+    def __init__(self, progress_dir: Optional[str]):
+        self._rows_in = beam.metrics.Metrics.counter(NAMESPACE, "rows_in")
+        self._progress = RowCounter(progress_dir)
+
+    def process(self, element):
+        self._rows_in.inc()
+        self._progress.count()
+        yield element
+
+    def finish_bundle(self):
+        self._progress.flush()
 
 
 class _AddTeacherLogits(beam.DoFn):
@@ -169,12 +182,12 @@ class ScoreWithTeacher(beam.PTransform):
     def __init__(self, model_handler: TeacherModelHandler, label: Optional[str] = None):
         super().__init__(label)
         self._handler = model_handler
+        self._progress_dir = progress.active_dir()  # the launcher's StageProgress, if any
 
     def expand(self, examples):
-        rows_in = beam.metrics.Metrics.counter(NAMESPACE, "rows_in")
         return (
             examples
-            | "CountRowsIn" >> beam.Map(_count, rows_in)
+            | "CountRowsIn" >> beam.ParDo(_CountRowsIn(self._progress_dir))
             | "RunTeacher" >> RunInference(self._handler)
             | "AddTeacherLogits" >> beam.ParDo(_AddTeacherLogits()).with_outputs(DEAD_LETTER_TAG, main="scored")
         )

@@ -201,6 +201,11 @@ class SessionModel:
         return fn
 
     def close(self) -> None:
+        """Releases the session's callables, then the session (idempotent). A callable left
+        to the interpreter's shutdown raises in ``__del__`` once TF's C API is torn down
+        (printed as an "Exception ignored" traceback)."""
+        with self._callables_lock:
+            self._callables.clear()
         self.session.close()
 
 

@@ -44,6 +44,7 @@ from core.config import table_owner
 from core.records import RecordSchema
 
 from pipeline.preprocess import stats as preprocess_stats
+from pipeline.progress import StageProgress
 from pipeline.beam_options import InProcessDirectRunner, pipeline_options
 from pipeline.preprocess.raw_io import (FILE_ERRORS, ReadRawRecords, check_has_records, check_inputs,
                                         pipeline_errors, raise_file_errors, write_file_errors)
@@ -208,7 +209,10 @@ def run_pipeline(cfg, pattern: str, fmt: str, run_dir: RunDir, root: str) -> dic
     log.info("preprocess: %d input file(s) matching %s (%s), runner %s", len(files), pattern, fmt,
              cfg.preprocess.beam.runner)
     start = time.monotonic()
-    with pipeline_errors(), tft_beam.Context(temp_dir=layout.tft_temp):
+    # Two passes read the input (analysis, then transform): 2 x the generated rows in all.
+    total = 2 * cfg.synthetic.rows if cfg.data.source == "synthetic" else None
+    progress = StageProgress("preprocess", total=total, what="rows read over its 2 passes")
+    with pipeline_errors(), tft_beam.Context(temp_dir=layout.tft_temp), progress:
         with beam.Pipeline(options=pipeline_options(cfg.preprocess.beam)) as p:
             build_pipeline(p, cfg, pattern, fmt, layout)
     wall = time.monotonic() - start

@@ -47,6 +47,8 @@ from core import errors, fs, raw_formats
 from core.errors import ConfigError, InputError, PipelineError
 from core.raw_formats import list_input_files
 from core.registries import INPUT_FORMATS
+from pipeline import progress
+from pipeline.progress import RowCounter
 
 log = logging.getLogger("pipeline.preprocess.raw_io")
 
@@ -200,8 +202,10 @@ def check_has_records(files: list[str], fmt: str, cfg) -> None:
 class _ReadFileDoFn(beam.DoFn):
     """Reads one matched file into raw records (private: use ``ReadRawRecords``)."""
 
-    def __init__(self, fmt: str, csv_cfg, namespace: str, errors_as_output: bool = False):
+    def __init__(self, fmt: str, csv_cfg, namespace: str, errors_as_output: bool = False,
+                 progress_dir: str | None = None):
         self._fmt = fmt
+        self._progress = RowCounter(progress_dir)
         self._csv_cfg = csv_cfg
         self._errors_as_output = errors_as_output
         self._files = beam.metrics.Metrics.counter(namespace, "files_read")
@@ -227,9 +231,11 @@ class _ReadFileDoFn(beam.DoFn):
         n = 0
         for n, rec in enumerate(records, 1):
             self._records.inc()
+            self._progress.count()
             if n % _PROGRESS_EVERY == 0:
                 log.info("read %d records from %s", n, path)
             yield rec
+        self._progress.flush()
         log.info("read %d records from %s (done)", n, path)
 
 
@@ -248,6 +254,8 @@ class ReadRawRecords(beam.PTransform):
         ``files_failed`` counters.
       file_errors: "raise": a truncated or corrupt file fails the pipeline (``InputError``);
         "output": reading that file stops and its error is returned (see below).
+      progress_dir: where the readers count the rows they read (``pipeline.progress``);
+        default: the active ``StageProgress`` of this process, if any.
 
     Returns:
       A PCollection of raw records, in no particular order; with ``file_errors="output"``
@@ -255,8 +263,9 @@ class ReadRawRecords(beam.PTransform):
     """
 
     def __init__(self, pattern: str, fmt: str, cfg, reshuffle: Optional[bool] = None, namespace: str = "preprocess",
-                 file_errors: str = "raise"):
+                 file_errors: str = "raise", progress_dir: Optional[str] = None):
         super().__init__()
+        self._progress_dir = progress_dir or progress.active_dir()
         INPUT_FORMATS.check(fmt)
         if file_errors not in ("raise", "output"):
             raise ValueError(f"file_errors: expected 'raise' or 'output', got {file_errors!r}")
@@ -269,7 +278,8 @@ class ReadRawRecords(beam.PTransform):
 
     def expand(self, pbegin):
         as_output = self._file_errors == "output"
-        read = beam.ParDo(_ReadFileDoFn(self._fmt, self._csv_cfg, self._namespace, errors_as_output=as_output))
+        read = beam.ParDo(_ReadFileDoFn(self._fmt, self._csv_cfg, self._namespace, errors_as_output=as_output,
+                                        progress_dir=self._progress_dir))
         if as_output:
             read = read.with_outputs(FILE_ERRORS, main="records")
         records = (

@@ -52,7 +52,8 @@ class StageResult:
       models: model name -> task -> metric -> value (the report's model table).
       plots: PNG paths relative to the run directory.
       report: markdown section of the run report.
-      message: the line printed to the user when the stage ends.
+      message: its first line is the stage's summary line (what it did: rows, the key metric,
+        where the output is); further lines say what to do next (printed after it).
       record: False when this process must not write the run's summary (a multi-worker
         training worker that is not the chief).
       extra: further fields recorded as they are (e.g. ``skipped`` of a reused output).
@@ -182,9 +183,13 @@ def _is_chief() -> bool:
     return multi_worker.is_chief()
 
 
-def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Namespace) -> StageResult:
+def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Namespace,
+              next_steps: list | None = None) -> StageResult:
     """Checks the stage's inputs, marks it running, runs it, records it in summary.json and
-    re-renders the report (see the module docstring for the guarantees)."""
+    re-renders the report (see the module docstring for the guarantees); ends with the stage's
+    summary line (``summary_line``). The lines after the first of the stage's message (what to
+    do next, e.g. export's serve and query commands) are printed after it, or collected in
+    ``next_steps`` for the end of ``run``."""
     from pipeline import report
 
     entry = STAGES.get(name)
@@ -216,6 +221,16 @@ def run_stage(name: str, cfg: PipelineConfig, run_dir: RunDir, opts: argparse.Na
                 raise
             raise error from e
     log.info("stage %s: done in %.1f s", name, wall)
-    if result.message:
-        print(result.message, flush=True)
+    head, *rest = (result.message or "").splitlines() or [""]
+    print(summary_line(name, head, wall), flush=True)
+    if rest and next_steps is None:
+        print("\n".join(rest), flush=True)
+    elif rest:
+        next_steps.extend(rest)
     return result
+
+
+def summary_line(name: str, message: str, wall: float) -> str:
+    """The one line a stage ends with: ``<stage>: <what it did, rows, key metric> -> <output> (12.3 s)``."""
+    text = message if message.startswith(f"{name}:") else f"{name}: {message or 'done'}"
+    return f"{text} ({wall:.1f} s)" if wall < 120 else f"{text} ({wall / 60:.1f} min)"

@@ -65,7 +65,11 @@ def run(cfg, run_dir, opts) -> StageResult:
         plot_paths.append(fs.relative(path, run_dir.root))
     report = _report(results, cfg.data.oracle) + "\n\n" + _plots_report(curves, plot_paths)
     metrics = {"roles": roles, "calibration_curves": {task: list(c) for task, c in curves.items()}}
+    aucs = "; ".join(f"{role} " + ", ".join(f"{t} {m.get('auc'):.4f}" for t, m in tasks_.items()
+                                          if isinstance(m, dict) and m.get("auc") is not None)
+                     for role, tasks_ in results.items())
     return StageResult(rows=rows, models=results, metrics=metrics, plots=plot_paths, report=report,
+                       message=f"evaluate: test AUC {aucs} ({rows:,} test rows) -> {run_dir.report_file}",
                        extra={"rows_unit": "test examples (each model)"})
 
 

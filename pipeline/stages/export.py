@@ -86,7 +86,7 @@ def _plot(run_dir: RunDir, blessing: dict, name: str, version: int) -> str:
 def _message(cfg, run_dir: RunDir, name: str, version: int, final: str, role: str, example: dict | None) -> str:
     host, rest, grpc_port = cfg.serving.host, cfg.serving.rest_port, cfg.serving.grpc_port
     instance = json.dumps({"signature_name": "predict_raw", "instances": [example]}) if example else "{}"
-    return (f"published {name} version {version} ({role}), blessed: {final}\n"
+    return (f"export: published {name} version {version} ({role}), blessed -> {final}\n"
             f"serve it:   python -m pipeline serve --run-dir {run_dir.root}\n"
             f"query REST: curl -s -X POST http://{host}:{rest}/v1/models/{name}:predict -d '{instance}'\n"
             f"query gRPC: python -m serving.client --grpc {host}:{grpc_port} --model {name} --run-dir {run_dir.root} --rows 3")

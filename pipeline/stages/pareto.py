@@ -75,4 +75,4 @@ def run(cfg, run_dir, opts) -> StageResult:
     report += ["", *_table(summary, tasks, len(p.seeds)), "", f"**{text}**"]
     metrics = {arm: {"hypervolume_mean": s["hypervolume_mean"], "hypervolume_std": s["hypervolume_std"]}
                for arm, s in summary.items()}
-    return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[fs.relative(plot, run_dir.root)], report="\n".join(report), message=text)
+    return StageResult(rows=len(rows), metrics=metrics, artifacts={"pareto": out_dir}, plots=[fs.relative(plot, run_dir.root)], report="\n".join(report), message=f"pareto: {text} -> {out_dir}")

@@ -36,7 +36,7 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
     output = fs.published(output)
     log.info("predict: %d rows read, %d predicted, %d dead-lettered (%.0f rows/s)", counts["rows_read"],
              counts["predicted"], counts["dead_lettered"], counts["rows_per_second"] or 0)
-    return StageResult(rows=counts["rows_read"], metrics=counts, artifacts={"predictions": output, "counts": fs.join(output, "counts.json")}, message=f"predictions: {output} ({counts['predicted']} rows, {counts['dead_lettered']} dead-lettered)")
+    return StageResult(rows=counts["rows_read"], metrics=counts, artifacts={"predictions": output, "counts": fs.join(output, "counts.json")}, message=f"predict: {counts['rows_read']:,} rows read, {counts['predicted']:,} predicted, {counts['dead_lettered']:,} dead-lettered -> {output}")
 
 
 def latest_version_dir(cfg, run_dir: RunDir) -> str:

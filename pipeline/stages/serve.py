@@ -112,4 +112,4 @@ def run(cfg, run_dir: RunDir, opts) -> StageResult:
         log.info("interrupted; shutting down")
     finally:
         server.stop()
-    return StageResult(metrics={"models": len(names)}, message="server stopped")
+    return StageResult(metrics={"models": len(names)}, message="serve: server stopped")

@@ -97,7 +97,9 @@ def train_role(cfg, run_dir, role: str = ROLE, model_cfg=None) -> StageResult:
              + (f" (resumed from the backup at epoch {result.resumed_epoch + 1})" if result.resumed_epoch else "")
              + "; validation: " + ", ".join(f"{k}={'undefined' if v is None else f'{v:.4f}'}" for k, v in val.items())
              + "."]
-    return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[fs.relative(plot, run_dir.root)], report="\n".join(lines), message=f"{role} saved to {result.artifacts.get('serving_model')}")
+    return StageResult(rows=result.rows, metrics=metrics, artifacts=result.artifacts, plots=[fs.relative(plot, run_dir.root)], report="\n".join(lines), message=f"train: {role}, {result.rows:,} training rows, best epoch {result.best_epoch} of {len(result.epochs)}"
+                       + (f" ({', '.join(f'{k} {v:.4f}' for k, v in val.items() if v is not None)})" if val else "")
+                       + f" -> {result.artifacts.get('serving_model')}")
 
 
 @stage("train", "train the multi-task teacher with self-auxiliary towers", reads=("preprocess",))
