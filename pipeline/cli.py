@@ -276,7 +276,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     for i, name in enumerate(names, 1):
         if len(names) > 1:
             print(f"[{i}/{len(names)}] {name}: {STAGES.help(name)}", flush=True)
-        run_stage(name, cfg, run_dir, args, next_steps=next_steps)
+        if next_steps is None:
+            run_stage(name, cfg, run_dir, args)
+        else:
+            run_stage(name, cfg, run_dir, args, next_steps=next_steps)
     if len(names) > 1:
         print(stage_table(run_dir, names), flush=True)
         if next_steps:

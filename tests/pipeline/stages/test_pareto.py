@@ -50,4 +50,4 @@ def test_pareto_stage_trains_both_arms_and_writes_table_plot_and_verdict(tmp_pat
     assert all(0.0 <= p["auc_1"] <= 1.0 for p in saved["points"])
     assert os.path.getsize(run_dir.path("plots", "pareto_frontiers.png")) > 0
     assert "with aux towers" in result.report and "| arm |" in result.report
-    assert result.message.split(":")[0] in ("Yes", "No", "Not conclusively")
+    assert result.message.startswith("pareto: ") and result.message[len("pareto: "):].split(":")[0] in ("Yes", "No", "Not conclusively")
