@@ -1,4 +1,6 @@
 """Default gradient-boosted trees vs the teacher on census income, on the project's own split.
+Data: the UCI census-income test file at ../shared/data/census_income_kdd/ (configs/census_income.yaml);
+where that file is absent it prints SKIPPED and why, and measures nothing.
 
 Issue 13 (section 5, numeric embeddings) sets the goal: the teacher within 0.002 test AUC of a
 default scikit-learn ``HistGradientBoostingClassifier`` on census income, on the split the

@@ -1,4 +1,6 @@
 """Serving latency and throughput: in-process vs REST vs gRPC, batch 1 and 64, teacher vs student.
+Data: --run-dir, a run with a trained teacher and student (the default run, or any); its
+validation rows are the requests.
 
 For every trained role of a run (teacher, student when present) the script exports the model
 into a scratch base directory (through the same gate as ``python -m pipeline export``, with

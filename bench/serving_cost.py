@@ -1,4 +1,6 @@
 """The student's and the teacher's serving cost in TF Serving's own path, and where it goes.
+Data: --run-dir (default /tmp/default_run), a run with teacher/ and student/; its raw test
+rows, serialized as tf.Examples, are the requests.
 
 On a run directory with a trained teacher and student (default ``/tmp/default_run``) the
 script builds both exports as ``python -m pipeline export`` does (``serving.export.serving_parts``:

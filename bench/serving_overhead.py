@@ -1,4 +1,6 @@
 """What the REST and gRPC front ends add over the in-process call, and what server-side batching buys.
+Data: --export-dir, an exported version with its warmup file (the requests); without it, a
+fake run with a tiny model is built in a temporary directory.
 
 One export (``--export-dir VERSION_DIR``, or a fake run built with the pipeline's TF
 Transform and ranker: ``tests/fakes/serving_models``, list features included) is served by

@@ -1,4 +1,6 @@
 """Does an export load and run in the TensorFlow that TF Serving ships, with the same outputs?
+Data: the export directories given, scored on their warmup requests; --python, a virtualenv
+with TF Serving's TensorFlow (it stops with an error where that python is absent).
 
 TF Serving 2.19.1 (``tensorflow/serving:2.19.1``) links TensorFlow 2.19; the project trains and
 exports with TensorFlow 2.21. This script runs every export given on the command line in a second
@@ -92,7 +94,7 @@ def check(export_dir: str, python: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("export_dirs", nargs="+")
     p.add_argument("--python", default=os.environ.get("TF_SERVING_RUNTIME_PYTHON", "/work/.venv-tf219/bin/python"),
                    help="an interpreter with the TensorFlow TF Serving ships (tensorflow-cpu==2.19.1)")

@@ -1,4 +1,5 @@
 """Where the train stage's time goes: one teacher training on a preprocessed run, taken apart.
+Data: --run-dir, a preprocessed run directory (the default run, or any).
 
 Usage::
 

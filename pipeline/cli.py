@@ -120,6 +120,15 @@ def _setup_logging(debug: bool, verbose: bool = False, quiet: bool = False) -> N
     libraries = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
     for noisy in ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(libraries)
+    if not (debug or verbose):
+        logging.getLogger("tensorflow").addFilter(_not_retracing)
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing": distill
+    and evaluate score several models one after the other, each traced once, which TF counts
+    as retracing (each model's own function is not retraced)."""
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def main(argv: list[str] | None = None) -> int:
