@@ -126,8 +126,8 @@ def _setup_logging(debug: bool, verbose: bool = False, quiet: bool = False) -> N
 
 def _not_retracing(record: logging.LogRecord) -> bool:
     """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing": distill
-    and evaluate score several models one after the other, each traced once, which TF counts
-    as retracing (each model's own function is not retraced)."""
+    trains and scores several models one after the other, and the notice names a different
+    function object (one per model) each time it appears in a run; ``--verbose`` shows it."""
     return "triggered tf.function retracing" not in record.getMessage()
 
 
