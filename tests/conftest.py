@@ -42,6 +42,18 @@ def census_path():
     return CENSUS_PATH
 
 
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """A local GCS emulator for Beam's gs:// IO (``tests/fakes/gcs_emulator.py``), one per test
+    module (its environment variables are set only while that module runs)."""
+    from tests.fakes.gcs_emulator import GcsEmulator, emulator_available
+
+    if not emulator_available():
+        pytest.skip("gcp-storage-emulator is not installed (pinned in requirements.txt)")
+    with GcsEmulator(str(tmp_path_factory.mktemp("gcs"))) as emulator:
+        yield emulator
+
+
 def make_config(**sections):
     """A config from a dict of sections, for tests that need a custom schema."""
     return config_from_dict(sections)

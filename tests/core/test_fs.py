@@ -11,15 +11,6 @@ import uuid
 import pytest
 
 from core import fs
-from tests.fakes.gcs_emulator import GcsEmulator, emulator_available
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    if not emulator_available():
-        pytest.skip("gcp-storage-emulator is not installed (pinned in requirements.txt)")
-    with GcsEmulator(str(tmp_path_factory.mktemp("gcs"))) as emulator:
-        yield emulator
 
 
 @pytest.fixture(params=["local", "ram", "gs"])

@@ -22,7 +22,6 @@ from core.config import load_config
 from core.run_dir import RunDir
 from pipeline.stages import run_stage
 from tests.conftest import REPO
-from tests.fakes.gcs_emulator import GcsEmulator, emulator_available
 
 pytestmark = pytest.mark.slow
 
@@ -134,14 +133,6 @@ def test_training_killed_on_ram_resumes_at_the_interrupted_epoch(tmp_path):
     for key, values in want["history"].items():
         np.testing.assert_allclose(got["history"][key], values, rtol=0, atol=1e-6, err_msg=key)
     assert not fs.exists(fs.join(backup, "chief"))  # removed once the run finished
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    if not emulator_available():
-        pytest.skip("gcp-storage-emulator is not installed (pinned in requirements.txt)")
-    with GcsEmulator(str(tmp_path_factory.mktemp("gcs"))) as emulator:
-        yield emulator
 
 
 def test_beam_reads_inputs_from_and_writes_predictions_to_gcs(gcs, exported_fake_run, tmp_path):
