@@ -10,7 +10,7 @@ go to the ``dead_letters`` output with the reason; nothing is dropped:
 ``ScoreSplits`` reads ``preprocess/data/<split>-*.tfrecord.gz`` and writes
 ``scores/<split>-*.tfrecord.gz`` (plus ``scores/dead_letters/<split>-*.jsonl``) for every
 split; ``score_splits`` runs it on any Beam runner (``pipeline.beam_options.pipeline_options``
-of ``cfg.preprocess.beam``) into a temporary directory renamed into place.
+of ``cfg.preprocess.beam``) into a fresh attempt directory committed by its marker (``core.fs.publish_dir``).
 """
 from __future__ import annotations
 

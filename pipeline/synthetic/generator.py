@@ -15,7 +15,7 @@ item's, their weights vary per impression). In CSV each is one field joined by
 
 Output: ``run_dir.raw_data_dir/part-NNNNN.<csv|parquet>``, ``synthetic.chunk_rows`` rows per
 file, each with a header; memory stays constant in ``synthetic.rows``. The whole directory
-is written through ``atomic_dir`` and ends with a ``_SUCCESS`` marker holding the synthetic
+is published through ``core.fs.publish_dir`` and ends with a ``_SUCCESS`` marker holding the synthetic
 config, so a killed run leaves nothing half-written and a re-run with the same config is
 skipped. Rows depend only on (seed, row index): the files of two chunk sizes concatenate to
 the same table.
