@@ -19,11 +19,7 @@ import subprocess
 import sys
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.fakes.procs import free_port
 
 
 def emulator_available() -> bool:
@@ -38,7 +34,7 @@ class GcsEmulator:
     """``with GcsEmulator(tmp_dir, bucket="test") as gcs: gcs.url("x")`` -> ``gs://test/x``."""
 
     def __init__(self, tmp_dir: str, bucket: str = "test-bucket"):
-        self.bucket, self.port = bucket, _free_port()
+        self.bucket, self.port = bucket, free_port()
         self.host = f"http://127.0.0.1:{self.port}"
         self._creds = os.path.join(tmp_dir, "emulator-credentials.json")
         self._log = os.path.join(tmp_dir, "gcs-emulator.log")

@@ -16,13 +16,9 @@ import subprocess
 import sys
 import time
 
+from tests.fakes.procs import free_port
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, log: str, timeout: float = 120) -> None:
@@ -44,7 +40,7 @@ class PortableBeam:
 
     def __init__(self, tmp_dir: str):
         self.tmp_dir = tmp_dir
-        self.job_port, self.worker_port = _free_port(), _free_port()
+        self.job_port, self.worker_port = free_port(), free_port()
         self._procs: list[subprocess.Popen] = []
 
     def beam_config(self, **overrides):
