@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
-from tests.fakes.procs import free_port
+from tests.fakes.procs import free_port, wait_for_port
 
 
 def emulator_available() -> bool:
@@ -54,15 +52,7 @@ class GcsEmulator:
             [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(self.port),
              "--in-memory", "--default-bucket", self.bucket], stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the GCS emulator did not start (see {self._log})") from None
-                time.sleep(0.2)
+        wait_for_port(self.port, self._proc, self._log, timeout=60)
         for key, value in (("STORAGE_EMULATOR_HOST", self.host), ("GOOGLE_APPLICATION_CREDENTIALS", self._creds),
                            ("GOOGLE_CLOUD_PROJECT", "emulator")):
             self._saved[key] = os.environ.get(key)

@@ -11,28 +11,12 @@ v2 use (Job API, Fn API, an SDK harness in another process). Each is its own pro
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
-from tests.fakes.procs import free_port
+from tests.fakes.procs import free_port, wait_for_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(log, encoding="utf-8", errors="replace") as f:
-                    tail = f.read()[-2000:]
-                raise RuntimeError(f"{proc.args[2]} did not start on port {port}:\n{tail}") from None
-            time.sleep(0.3)
 
 
 class PortableBeam:
@@ -71,7 +55,7 @@ class PortableBeam:
             proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,
                                     env=env, cwd=self.tmp_dir)
         self._procs.append(proc)
-        _wait_for_port(port, proc, log)
+        wait_for_port(port, proc, log)
 
     def __enter__(self) -> "PortableBeam":
         try:

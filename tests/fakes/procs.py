@@ -21,6 +21,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, log_path: str, timeout: float = 120) -> None:
+    """Waits until something listens on 127.0.0.1:``port``; ``RuntimeError`` with the tail of
+    ``log_path`` when ``proc`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, encoding="utf-8", errors="replace") as f:
+                    tail = f.read()[-2000:]
+                raise RuntimeError(f"{' '.join(map(str, proc.args[:3]))} did not start on port {port}:\n{tail}") from None
+            time.sleep(0.2)
+
+
 def cli_args(stage: str, run_dir: str, overrides=(), extra=()) -> list[str]:
     """``python -m pipeline <stage> --run-dir DIR --set k=v ...``."""
     args = [PYTHON, "-m", "pipeline", stage, "--run-dir", str(run_dir)]
